@@ -1,0 +1,1 @@
+"""tailsense-botclick: bot-click detection pipeline, model and scoring service."""

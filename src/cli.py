@@ -1,0 +1,45 @@
+"""The `botclick` console script."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from src.config import PARAMS_FILE, compose_config, load_params, write_params
+from src.logs import configure_logging
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(help="Bot-click detection: pipeline helpers, batch scoring and the scoring service.", no_args_is_help=True)
+
+
+@app.callback()
+def _setup(log_level: str = typer.Option("INFO", help="Log level: DEBUG, INFO, WARNING or ERROR.")) -> None:
+    configure_logging(log_level)
+
+
+@app.command()
+def params(
+    overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides, e.g. model.max_depth=4."),
+    out: Path = typer.Option(Path(PARAMS_FILE), help="File to write."),
+) -> None:
+    """Compose conf/ into params.yaml, as `dvc exp run` does, for a plain `dvc repro`."""
+    write_params(compose_config(overrides or []), out)
+
+
+@app.command()
+def simulate(
+    out_dir: Path = typer.Argument(Path("logs/simulated"), help="Folder for access.log and ground_truth.csv."),
+    params_file: Path = typer.Option(Path(PARAMS_FILE), "--params", help="Composed params file."),
+    seed: Optional[int] = typer.Option(None, help="Random seed; default simulate.seed from the config."),
+    scale: float = typer.Option(1.0, help="Multiplies every family's client count."),
+) -> None:
+    """Write simulated site traffic (combined log format) with ground truth."""
+    from src.data.simulate import simulate as run_simulation
+
+    cfg = load_params(params_file) if params_file.is_file() else compose_config()
+    summary = run_simulation(cfg, out_dir, seed=seed, scale=scale)
+    logger.info("simulation written to %s: %s", out_dir, summary)

@@ -1,0 +1,52 @@
+"""Load the pipeline configuration.
+
+`conf/` (Hydra) is the source of truth. DVC's Hydra integration composes it into
+`params.yaml` for `dvc exp run`; `compose_config` does the same composition in process,
+so `botclick params`, tests and the service see the values that DVC sees.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO_ROOT / "conf"
+PARAMS_FILE = "params.yaml"
+
+
+def compose_config(overrides: Sequence[str] = (), conf_dir: Path = CONF_DIR) -> DictConfig:
+    """Compose `conf/config.yaml` with Hydra override strings such as `model.max_depth=4`."""
+    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def write_params(cfg: DictConfig, path: Path | str = PARAMS_FILE) -> Path:
+    """Write a composed config as a params file, in the layout DVC's Hydra mode writes."""
+    target = Path(path)
+    target.write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
+    logger.info("wrote %s", target)
+    return target
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> DictConfig:
+    """Load a params file written by DVC or `write_params`.
+
+    Raises FileNotFoundError with the command that creates the file when it is missing.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(
+            f"params file not found: {source}. Run `botclick params` (or `dvc exp run`) "
+            "in the repo root to compose it from conf/."
+        )
+    cfg = OmegaConf.load(source)
+    if not isinstance(cfg, DictConfig):
+        raise ValueError(f"invalid params file {source}: expected a mapping at the top level")
+    return cfg

@@ -1,0 +1,1 @@
+"""Building blocks of the traffic simulator; `src.data.simulate` is the public entry point."""
