@@ -35,7 +35,7 @@ def simulate(
     out_dir: Path = typer.Argument(Path("logs/simulated"), help="Folder for access.log and ground_truth.csv."),
     params_file: Path = typer.Option(Path(PARAMS_FILE), "--params", help="Composed params file."),
     seed: Optional[int] = typer.Option(None, help="Random seed; default simulate.seed from the config."),
-    scale: float = typer.Option(1.0, help="Multiplies every family's client count."),
+    scale: Optional[float] = typer.Option(None, help="Multiplies every family's client count; default simulate.scale."),
 ) -> None:
     """Write simulated site traffic (combined log format) with ground truth."""
     from src.data.simulate import simulate as run_simulation
@@ -43,3 +43,40 @@ def simulate(
     cfg = load_params(params_file) if params_file.is_file() else compose_config()
     summary = run_simulation(cfg, out_dir, seed=seed, scale=scale)
     logger.info("simulation written to %s: %s", out_dir, summary)
+
+
+@app.command()
+def score(
+    logs: List[Path] = typer.Argument(..., help="Access-log or click-event files (plain, rotated or gzip)."),
+    out: Path = typer.Option(Path("scores.csv"), help="CSV file to write, one row per session."),
+    params_file: Path = typer.Option(Path(PARAMS_FILE), "--params", help="Composed params file."),
+) -> None:
+    """Score every client session of the given logs with the champion model."""
+    from src.serve.batch_score import score_logs
+    from src.serve.champion import load_champion
+
+    cfg = load_params(params_file) if params_file.is_file() else compose_config()
+    table = score_logs(logs, load_champion(cfg), cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    logger.info("wrote %d session scores to %s", len(table), out)
+
+
+# Command groups that live beside their code; each module has register(app).
+COMMAND_MODULES = ("src.serve.commands", "src.monitor.commands", "src.review.commands")
+
+
+def _register_command_modules() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(app)
+
+
+_register_command_modules()

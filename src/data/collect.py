@@ -159,6 +159,12 @@ def collect(log_dir: Path, raw_events: Path, quarantine: Path, report: Path, cfg
     """
     data_cfg = cfg.data
     log_files = discover_log_files(Path(log_dir), list(data_cfg.log_globs), list(data_cfg.jsonl_globs))
+    return collect_files(log_files, raw_events, quarantine, report, cfg)
+
+
+def collect_files(log_files: list[LogFile], raw_events: Path, quarantine: Path, report: Path, cfg: DictConfig) -> dict[str, Any]:
+    """Parse the given files into `raw_events`, `quarantine` and `report`, as `collect` does."""
+    data_cfg = cfg.data
     pseudonymizer = Pseudonymizer.from_config(data_cfg)
     started = time.perf_counter()
 

@@ -98,6 +98,14 @@ def iter_lines(log_file: LogFile, gzip_read_bytes: int) -> Iterator[bytes]:
             raise SourceReadError("read_failed", f"reading {log_file.source} failed: {err}") from err
 
 
+def describe_files(paths: Sequence[Path], jsonl_globs: Sequence[str]) -> list[LogFile]:
+    """Describe explicitly named files; raises FileNotFoundError naming a missing one."""
+    missing = [str(path) for path in paths if not Path(path).is_file()]
+    if missing:
+        raise FileNotFoundError(f"log files not found: {missing}. Check the paths and try again.")
+    return [_describe(Path(path), jsonl_globs) for path in paths]
+
+
 def _describe(path: Path, jsonl_globs: Sequence[str]) -> LogFile:
     is_jsonl = any(fnmatch.fnmatchcase(path.name, pattern) for pattern in jsonl_globs)
     return LogFile(

@@ -30,6 +30,8 @@ def mask_user_agents(
 
     masked = features.copy()
     rows = masked["session_id"].isin(session_ids)
+    if not rows.any():
+        return masked
     replacement = masked.loc[rows, "session_id"].map(lambda sid: browser_agent_for(sid, browser_user_agents))
     ua_columns = list(user_agent_features("").keys())
     values = pd.DataFrame([user_agent_features(ua) for ua in replacement], index=replacement.index)

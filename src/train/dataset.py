@@ -74,12 +74,13 @@ def last_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def mask_training_crawlers(rows: pd.DataFrame, cfg: DictConfig, seed: int) -> pd.DataFrame:
-    """Give a share of declared-crawler sessions the user agent of a presumed-human session.
+    """Give a share of declared-crawler bot sessions the user agent of a presumed-human session.
 
     This augmentation teaches the model that a browser user agent does not make a session
     human. Donors are browser-like presumed-human training sessions (`ua_mozilla_prefix`).
     """
-    crawler_sessions = np.sort(rows.loc[rows["label_source"] == "declared_crawler", "session_id"].unique())
+    crawlers = rows["declared_crawler"] & (rows["label"] == 1)
+    crawler_sessions = np.sort(rows.loc[crawlers, "session_id"].unique())
     donors = last_rows(rows[(rows["label_source"] == "none") & (rows["ua_mozilla_prefix"] == 1.0)])
     if len(crawler_sessions) == 0 or donors.empty:
         logger.warning("no user-agent masking: %d crawler sessions, %d donor sessions", len(crawler_sessions), len(donors))

@@ -91,10 +91,15 @@ def level_metrics(
     return result
 
 
+def _share(flags: np.ndarray) -> float | None:
+    """Return the share of True values, or None (JSON null) for an empty array."""
+    return float(np.mean(flags)) if len(flags) else None
+
+
 def evaluate_levels(test: pd.DataFrame, booster: xgb.Booster, meta: ModelMeta, cfg: DictConfig) -> tuple[dict, dict]:
     """Compute metrics.json content and evaluation details for the test rows."""
     target_fpr = float(cfg.evaluate.target_fpr)
-    crawler_ids = set(test.loc[test["label_source"] == "declared_crawler", "session_id"])
+    crawler_ids = set(test.loc[test["declared_crawler"] & (test["label"] == 1), "session_id"])
     masked = mask_user_agents(test, crawler_ids, list(cfg.evaluate.browser_user_agents))
     masked = masked[masked["session_id"].isin(crawler_ids)]
 
@@ -110,16 +115,19 @@ def evaluate_levels(test: pd.DataFrame, booster: xgb.Booster, meta: ModelMeta, c
     metrics = {scorer: {level: per_level[level][scorer] for level in per_level} for scorer in SCORERS}
 
     session_scores = predict_proba(booster, feature_matrix(sessions, meta.feature_names))
-    human = sessions["label_source"] == "none"
+    flagged = session_scores >= meta.threshold
+    labels = sessions["label"].to_numpy()
+    presumed_human = (sessions["label_source"] == "none").to_numpy()
     details = {
         "click_basis": basis,
         "test_sessions": int(len(sessions)),
-        "test_bot_sessions": int(sessions["label"].sum()),
+        "test_bot_sessions": int(labels.sum()),
         "test_masked_crawler_sessions": int(len(masked_sessions)),
         "test_click_rows": int(len(clicks)),
         "threshold": meta.threshold,
-        "flag_rate_presumed_human": float(np.mean(session_scores[human.to_numpy()] >= meta.threshold)) if human.any() else float("nan"),
-        "recall_at_threshold": float(np.mean(session_scores[sessions["label"].to_numpy() == 1] >= meta.threshold)) if sessions["label"].any() else float("nan"),
+        "recall_at_threshold": _share(flagged[labels == 1]),
+        "flag_rate_human": _share(flagged[labels == 0]),
+        "flag_rate_presumed_human": _share(flagged[presumed_human]),
     }
     return metrics, details
 
@@ -147,7 +155,9 @@ def log_runs(metrics: dict, details: dict, meta: ModelMeta, plot_files: list[Pat
     client = MlflowClient()
     for name, value in flat_metrics(metrics[MODEL]).items():
         client.log_metric(meta.run_id, name, value)
-    client.log_metric(meta.run_id, "flag_rate_presumed_human", details["flag_rate_presumed_human"])
+    for key in ("recall_at_threshold", "flag_rate_human", "flag_rate_presumed_human"):
+        if details[key] is not None:
+            client.log_metric(meta.run_id, key, details[key])
     for path in plot_files:
         client.log_artifact(meta.run_id, str(path), artifact_path="plots")
 

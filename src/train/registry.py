@@ -34,7 +34,7 @@ class PromotionDecision:
     reason: str
     version: str = ""
     champion_before: str = ""
-    champion_metric: float = math.nan
+    champion_metric: float | None = None
 
 
 def champion_version(client: MlflowClient, cfg: DictConfig) -> str | None:
@@ -77,7 +77,7 @@ def challenger_decision(new_value: float, old_value: float, cfg: DictConfig) -> 
     metric = str(cfg.evaluate.promotion_metric)
     margin = float(cfg.evaluate.min_improvement)
     if math.isnan(old_value):
-        return PromotionDecision(False, f"champion could not be scored on the current features; {metric} {new_value:.4f} not compared", champion_metric=old_value)
+        return PromotionDecision(False, f"champion could not be scored on the current features; {metric} {new_value:.4f} not compared")
     if new_value > old_value + margin:
         return PromotionDecision(True, f"{metric} {new_value:.4f} beats champion {old_value:.4f} by more than {margin}", champion_metric=old_value)
     return PromotionDecision(False, f"{metric} {new_value:.4f} does not beat champion {old_value:.4f} by more than {margin}", champion_metric=old_value)

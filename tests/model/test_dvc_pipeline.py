@@ -21,8 +21,6 @@ from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-SMALL_SIMULATION = "simulate.scale=0.5"
-
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
@@ -36,6 +34,7 @@ def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     for name in ("dvc.yaml", "MLproject"):
         shutil.copy(REPO_ROOT / name, repo / name)
     shutil.copytree(REPO_ROOT / "conf", repo / "conf")
+    shutil.copytree(REPO_ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "data/labels").mkdir(parents=True)
     shutil.copy(REPO_ROOT / "data/labels/reviews.csv", repo / "data/labels/reviews.csv")
     (repo / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/logs/\n/models/\n", encoding="utf-8")
