@@ -17,6 +17,9 @@ from src.train.tracking import tracking_uri
 
 logger = logging.getLogger(__name__)
 
+# MLflow error codes of a registry that answered but has no such model or alias.
+NOT_FOUND_ERROR_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
 
 @dataclass
 class LoadedModel:
@@ -31,16 +34,28 @@ class ChampionNotFoundError(LookupError):
     """Raised when the registry has no model under the champion alias."""
 
 
+class RegistryUnavailableError(RuntimeError):
+    """Raised when the MLflow registry cannot be read (server down, store locked or missing)."""
+
+
 def champion_version(cfg: DictConfig, client: MlflowClient | None = None) -> str:
-    """Return the version the champion alias points at, or raise ChampionNotFoundError."""
+    """Return the version the champion alias points at.
+
+    Raises ChampionNotFoundError when the registry has no such model or alias, and
+    RegistryUnavailableError when the registry itself cannot be read.
+    """
     client = client or MlflowClient(tracking_uri=tracking_uri(cfg))
     name, alias = str(cfg.mlflow.registered_model), str(cfg.mlflow.champion_alias)
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
-        raise ChampionNotFoundError(
-            f"no model {name}@{alias} in the MLflow registry at {tracking_uri(cfg)}. "
-            "Run `make run` (or `dvc repro`) to train and register one."
+        if exc.error_code in NOT_FOUND_ERROR_CODES:
+            raise ChampionNotFoundError(
+                f"no model {name}@{alias} in the MLflow registry at {tracking_uri(cfg)}. "
+                "Run `make run` (or `dvc repro`) to train and register one."
+            ) from exc
+        raise RegistryUnavailableError(
+            f"cannot read {name}@{alias} from the MLflow registry at {tracking_uri(cfg)}: {exc.message}"
         ) from exc
 
 
