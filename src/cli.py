@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from src.config import PARAMS_FILE, compose_config, load_params, write_params
+from src.config import CONF_DIR, ENV_VARIABLE, PARAMS_FILE, command_config, compose_config, write_params
 from src.logs import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -17,8 +18,18 @@ app = typer.Typer(help="Bot-click detection: pipeline helpers, batch scoring and
 
 
 @app.callback()
-def _setup(log_level: str = typer.Option("INFO", help="Log level: DEBUG, INFO, WARNING or ERROR.")) -> None:
+def _setup(
+    log_level: str = typer.Option("INFO", help="Log level: DEBUG, INFO, WARNING or ERROR."),
+    env: Optional[str] = typer.Option(
+        None, "--env", help="Environment from conf/env (dev, test or prod): selects the stores and paths."
+    ),
+) -> None:
     configure_logging(log_level)
+    if env:
+        available = sorted(p.stem for p in (CONF_DIR / "env").glob("*.yaml"))
+        if env not in available:
+            raise typer.BadParameter(f"unknown environment {env!r}; choose one of {available}", param_hint="--env")
+        os.environ[ENV_VARIABLE] = env
 
 
 @app.command()
@@ -27,7 +38,8 @@ def params(
     out: Path = typer.Option(Path(PARAMS_FILE), help="File to write."),
 ) -> None:
     """Compose conf/ into params.yaml, as `dvc exp run` does, for a plain `dvc repro`."""
-    write_params(compose_config(overrides or []), out)
+    env = os.environ.get(ENV_VARIABLE)
+    write_params(compose_config([*([f"env={env}"] if env else []), *(overrides or [])]), out)
 
 
 @app.command()
@@ -40,7 +52,7 @@ def simulate(
     """Write simulated site traffic (combined log format) with ground truth."""
     from src.data.simulate import simulate as run_simulation
 
-    cfg = load_params(params_file) if params_file.is_file() else compose_config()
+    cfg = command_config(params_file)
     summary = run_simulation(cfg, out_dir, seed=seed, scale=scale)
     logger.info("simulation written to %s: %s", out_dir, summary)
 
@@ -55,7 +67,7 @@ def score(
     from src.serve.batch_score import score_logs
     from src.serve.champion import load_champion
 
-    cfg = load_params(params_file) if params_file.is_file() else compose_config()
+    cfg = command_config(params_file)
     table = score_logs(logs, load_champion(cfg), cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)

@@ -8,6 +8,7 @@ so `botclick params`, tests and the service see the values that DVC sees.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -19,12 +20,29 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
 PARAMS_FILE = "params.yaml"
+# `botclick --env NAME` sets this, so every command (and any subprocess) composes that environment.
+ENV_VARIABLE = "BOTCLICK_ENV"
+# Comma-separated environments that may not be composed here; the test suite forbids prod.
+FORBID_VARIABLE = "BOTCLICK_FORBID_ENV"
+
+
+def check_env_allowed(cfg: DictConfig) -> None:
+    """Raise PermissionError when the config's environment is forbidden in this process."""
+    forbidden = {name.strip() for name in os.environ.get(FORBID_VARIABLE, "").split(",") if name.strip()}
+    name = str(cfg.get("env", {}).get("name", ""))
+    if name in forbidden:
+        raise PermissionError(
+            f"environment {name!r} is forbidden here ({FORBID_VARIABLE}={os.environ[FORBID_VARIABLE]}); "
+            "use --env dev or --env test"
+        )
 
 
 def compose_config(overrides: Sequence[str] = (), conf_dir: Path = CONF_DIR) -> DictConfig:
     """Compose `conf/config.yaml` with Hydra override strings such as `model.max_depth=4`."""
     with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        cfg = compose(config_name="config", overrides=list(overrides))
+    check_env_allowed(cfg)
+    return cfg
 
 
 def write_params(cfg: DictConfig, path: Path | str = PARAMS_FILE) -> Path:
@@ -49,4 +67,19 @@ def load_params(path: Path | str = PARAMS_FILE) -> DictConfig:
     cfg = OmegaConf.load(source)
     if not isinstance(cfg, DictConfig):
         raise ValueError(f"invalid params file {source}: expected a mapping at the top level")
+    check_env_allowed(cfg)
     return cfg
+
+
+def command_config(params_file: Path | str = PARAMS_FILE, overrides: Sequence[str] = ()) -> DictConfig:
+    """Return the config for a `botclick` command.
+
+    With BOTCLICK_ENV set (`botclick --env NAME`), conf/ is composed for that environment.
+    Otherwise the params file that DVC ran with is used when it exists, else conf/ defaults.
+    """
+    env = os.environ.get(ENV_VARIABLE, "").strip()
+    if env:
+        return compose_config([f"env={env}", *overrides])
+    if Path(params_file).is_file() and not overrides:
+        return load_params(params_file)
+    return compose_config(overrides)

@@ -14,6 +14,8 @@ from src.config import compose_config, write_params
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# Tests never touch production stores: composing env=prod raises in this process and its children.
+os.environ["BOTCLICK_FORBID_ENV"] = "prod"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_LOGS = REPO_ROOT.parent / "shared" / "data" / "access_logs"
