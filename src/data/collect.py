@@ -159,7 +159,22 @@ def collect(log_dir: Path, raw_events: Path, quarantine: Path, report: Path, cfg
     """
     data_cfg = cfg.data
     log_files = discover_log_files(Path(log_dir), list(data_cfg.log_globs), list(data_cfg.jsonl_globs))
+    log_files += simulated_files(Path(log_dir), cfg)
     return collect_files(log_files, raw_events, quarantine, report, cfg)
+
+
+def simulated_files(log_dir: Path, cfg: DictConfig) -> list[LogFile]:
+    """Return the simulator's log files to mix in, when `data.mix_simulated` is on.
+
+    Mixing adds labelled liar families (scrapers, click fraud, headless browsers) to real
+    logs that have none. Nothing is added when the simulator folder is the input itself.
+    """
+    sim_dir = Path(str(cfg.paths.sim_dir))
+    if not bool(cfg.data.mix_simulated) or sim_dir.resolve() == log_dir.resolve():
+        return []
+    files = discover_log_files(sim_dir, list(cfg.data.log_globs), list(cfg.data.jsonl_globs))
+    logger.info("mixing in %d simulated log files from %s", len(files), sim_dir)
+    return files
 
 
 def collect_files(log_files: list[LogFile], raw_events: Path, quarantine: Path, report: Path, cfg: DictConfig) -> dict[str, Any]:

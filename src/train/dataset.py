@@ -91,3 +91,15 @@ def mask_training_crawlers(rows: pd.DataFrame, cfg: DictConfig, seed: int) -> pd
     masked_ids = set(crawler_sessions[chosen])
     logger.info("masked the user agent of %d of %d declared-crawler training sessions", len(masked_ids), len(crawler_sessions))
     return borrow_user_agents(rows, masked_ids, donors, rng)
+
+
+def primary_population(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Return the rows that headline metrics and the threshold use, and their name.
+
+    When real logs are mixed with simulated traffic, the real sessions are the ones that
+    count: simulated sessions are scored per family on a held-out simulation instead.
+    """
+    simulated = rows["label_source"] == "simulator"
+    if simulated.any() and not simulated.all():
+        return rows[~simulated], "real"
+    return rows, "simulated" if simulated.all() else "real"

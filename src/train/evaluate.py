@@ -24,7 +24,8 @@ from src.features.masking import browser_agent_for, mask_user_agents
 from src.logs import configure_logging
 from src.train import plots
 from src.train.baselines import RATE_RULE, UA_LIST, is_declared_crawler, rate_rule_scores
-from src.train.dataset import last_rows, load_dataset
+from src.train.holdout import family_recall
+from src.train.dataset import last_rows, load_dataset, primary_population
 from src.train.metrics import ranking_metrics, recall_at_fpr, recall_at_threshold, threshold_at_fpr
 from src.train.model_io import ModelMeta, feature_matrix, load_model, predict_proba
 from src.train.registry import decide, register
@@ -158,6 +159,8 @@ def log_runs(metrics: dict, details: dict, meta: ModelMeta, plot_files: list[Pat
     for key in ("recall_at_threshold", "flag_rate_human", "flag_rate_presumed_human"):
         if details[key] is not None:
             client.log_metric(meta.run_id, key, details[key])
+    for family, value in metrics["families"].items():
+        client.log_metric(meta.run_id, f"holdout_flag_rate_{family}", value)
     for path in plot_files:
         client.log_artifact(meta.run_id, str(path), artifact_path="plots")
 
@@ -179,7 +182,7 @@ def evaluate(
 ) -> dict:
     """Run the evaluate stage end to end and return the metrics."""
     booster, meta = load_model(model_dir)
-    test = load_dataset(features, labels, cfg).part(TEST)
+    test, population = primary_population(load_dataset(features, labels, cfg).part(TEST))
     if test.empty or test["label"].nunique() < 2:
         raise ValueError(
             f"the test split has {len(test)} rows and labels {sorted(test['label'].unique())}; "
@@ -187,6 +190,11 @@ def evaluate(
         )
 
     metrics, details = evaluate_levels(test, booster, meta, cfg)
+    details["population"] = population
+    details["holdout"] = family_recall(booster, meta, cfg)
+    metrics["families"] = {
+        family: values["flag_rate_at_target_human_fpr"] for family, values in details["holdout"]["families"].items()
+    }
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     plot_files = write_plots(test, booster, meta, plots_dir, cfg)
@@ -196,7 +204,7 @@ def evaluate(
     decision = register(meta.model_uri, meta.run_id, decide(metrics, last_rows(test), masked_key, cfg), cfg)
     details["promotion"] = asdict(decision)
     evaluation_path.write_text(json.dumps(details, indent=2), encoding="utf-8")
-    logger.info("session metrics: %s", {k: v["session"] for k, v in metrics.items()})
+    logger.info("session metrics: %s", {scorer: metrics[scorer]["session"] for scorer in SCORERS})
     return metrics
 
 

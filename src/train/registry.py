@@ -23,7 +23,8 @@ from src.train.model_io import predict_proba
 
 logger = logging.getLogger(__name__)
 
-MASKED_METRIC_PREFIX = "masked_ua_recall_at_"
+# Rules the first model must beat; src/train/baselines.py computes them.
+BASELINES = ("ua_list", "rate_rule")
 
 
 @dataclass
@@ -64,7 +65,7 @@ def champion_metric(version: str, sessions: pd.DataFrame, cfg: DictConfig) -> fl
 def first_model_decision(metrics: dict[str, dict[str, dict[str, float]]], masked_key: str) -> PromotionDecision:
     """Decide for the first model: it must beat both baselines on session masked-UA recall."""
     ours = metrics["model"]["session"][masked_key]
-    rivals = {name: metrics[name]["session"][masked_key] for name in metrics if name != "model"}
+    rivals = {name: metrics[name]["session"][masked_key] for name in BASELINES}
     beaten = all(ours > value or (math.isnan(value) and not math.isnan(ours)) for value in rivals.values())
     detail = ", ".join(f"{name} {value:.4f}" for name, value in rivals.items())
     if beaten:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import load_params
 from src.logs import configure_logging
-from src.train.dataset import Dataset, last_rows, load_dataset, mask_training_crawlers, session_weights
+from src.train.dataset import Dataset, last_rows, load_dataset, mask_training_crawlers, primary_population, session_weights
 from src.train.metrics import threshold_at_fpr
 from src.train.model_io import ModelMeta, feature_matrix, predict_proba, save_model
 from src.train.split import TRAIN, VALID
@@ -81,7 +81,7 @@ def fit_booster(data: Dataset, cfg: DictConfig) -> xgb.Booster:
 
 def operating_threshold(booster: xgb.Booster, data: Dataset, cfg: DictConfig) -> float:
     """Return the score threshold that flags `evaluate.target_fpr` of valid presumed-human sessions."""
-    valid_last = last_rows(data.part(VALID))
+    valid_last = last_rows(primary_population(data.part(VALID))[0])
     negatives = valid_last[valid_last["label"] == 0]
     scores = predict_proba(booster, feature_matrix(negatives, data.feature_names))
     threshold = threshold_at_fpr(scores, float(cfg.evaluate.target_fpr))

@@ -66,7 +66,7 @@ def test_repro_runs_all_stages(dvc_repo):
     for stage in ("simulate", "collect", "preprocess", "labels", "featurize", "train", "evaluate"):
         assert f"Running stage '{stage}'" in output
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert set(metrics) == {"model", "ua_list", "rate_rule"}
+    assert set(metrics) == {"model", "ua_list", "rate_rule", "families"}
     assert (repo / "dvc.lock").is_file()
 
 

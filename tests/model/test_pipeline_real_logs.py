@@ -47,6 +47,7 @@ def test_metrics_have_every_scorer_and_level(real_run):
     workdir, cfg, metrics = real_run
     written = json.loads((workdir / "reports/metrics.json").read_text())
     assert written == json.loads(json.dumps(metrics))
+    assert set(written) == {"model", "ua_list", "rate_rule", "families"}
     for scorer in ("model", "ua_list", "rate_rule"):
         for level in ("session", "click"):
             assert set(written[scorer][level]) == {"roc_auc", "pr_auc", "recall_at_1pct_fpr", "masked_ua_recall_at_1pct_fpr"}

@@ -1,0 +1,177 @@
+"""Score click events one by one with the pipeline's own feature code.
+
+Each click goes through the collect stage's pseudonymizer, preprocess's request-kind
+classifier and client key, and `OnlineSessionTracker`, which runs the featurize stage's
+`SessionFeatureState`. So a click gets the features and the probability that the batch
+pipeline gives the same request.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Sequence
+
+import numpy as np
+from omegaconf import DictConfig
+
+from src.data.click_event import ClickEvent
+from src.data.pseudonymize import Pseudonymizer
+from src.features.explain import top_reasons
+from src.features.online import OnlineSessionTracker
+from src.features.request_kind import RequestKindClassifier
+from src.features.session_features import FeatureSettings, RequestEvent, check_feature_names
+from src.features.sessions import client_key
+from src.serve.model_watcher import RULES_VERSION, ActiveModel
+from src.serve.settings import ALLOW, BLOCK, FLAG, ServeSettings
+from src.train.baselines import is_declared_crawler
+from src.train.model_io import predict_proba
+
+logger = logging.getLogger(__name__)
+
+Reason = dict[str, Any]
+
+
+@dataclass
+class ScoredClick:
+    """The service's answer for one click, and the row it stores."""
+
+    bot_probability: float
+    decision: str
+    model_version: str
+    session_id: str
+    reasons: list[Reason]
+    features: list[float]
+    record: dict[str, Any]
+
+
+@dataclass
+class _TrackedClick:
+    """A click after pseudonymization and sessionization, before scoring."""
+
+    fields: dict[str, Any]
+    session_id: str
+    vector: list[float]
+
+
+def decide(probability: float, flag_threshold: float, block_threshold: float) -> str:
+    """Return allow below the flag threshold, block above the block threshold, else flag."""
+    if probability > block_threshold:
+        return BLOCK
+    if probability >= flag_threshold:
+        return FLAG
+    return ALLOW
+
+
+def finite_or_none(value: float) -> float | None:
+    """Return the value, or None for NaN (no JSON number can hold NaN)."""
+    return None if math.isnan(value) else value
+
+
+class ClickScorer:
+    """Per-client session state plus the scoring of clicks with a model or the rule fallback."""
+
+    def __init__(self, cfg: DictConfig, settings: ServeSettings) -> None:
+        self.feature_settings = FeatureSettings.from_config(cfg.features)
+        check_feature_names(self.feature_settings)
+        self.feature_names = list(self.feature_settings.names)
+        self.tracker = OnlineSessionTracker(
+            self.feature_settings, float(cfg.data.preprocess.inactivity_gap_s), settings.max_clients
+        )
+        self.classifier = RequestKindClassifier.from_config(cfg.data.preprocess)
+        self.pseudonymizer = Pseudonymizer.from_config(cfg.data)
+        self.descriptions = {str(k): str(v) for k, v in cfg.features.descriptions.items()}
+        self._settings = settings
+        self._rate_column = self.feature_names.index(str(cfg.evaluate.rate_rule_feature))
+
+    def score(
+        self, events: Sequence[ClickEvent], model: ActiveModel | None, explain_all: bool
+    ) -> list[ScoredClick]:
+        """Add the clicks to their sessions in the given order and score them together.
+
+        Reasons are given for clicks whose decision is in `serve.explain_decisions`, or
+        for every click when `explain_all` is true.
+        """
+        tracked = [self._track(event) for event in events]
+        matrix = np.asarray([click.vector for click in tracked], dtype=np.float64)
+        if model is None:
+            outcomes = self._score_rules(tracked, matrix)
+        else:
+            outcomes = self._score_model(model, matrix, explain_all)
+
+        received_at = datetime.now(UTC)
+        return [
+            self._result(click, probability, decision, version, reasons, received_at)
+            for click, (probability, decision, version, reasons) in zip(tracked, outcomes, strict=True)
+        ]
+
+    def _track(self, event: ClickEvent) -> _TrackedClick:
+        fields = event.to_raw_fields()
+        client_id, prefix_id = self.pseudonymizer.pseudonyms(fields.pop("client_ip"))
+        fields["client_id"], fields["prefix_id"] = client_id, prefix_id
+        request = RequestEvent(
+            ts=event.ts.timestamp(),
+            method=fields["method"],
+            path=fields["path"],
+            protocol=fields["protocol"],
+            status=fields["status"],
+            bytes=fields["bytes"],
+            referrer=fields["referrer"],
+            user_agent=fields["user_agent"],
+            kind=self.classifier.classify(fields["path"]),
+        )
+        session_id, vector = self.tracker.update(client_key(client_id, event.user_agent), request)
+        return _TrackedClick(fields, session_id, vector)
+
+    def _score_model(
+        self, model: ActiveModel, matrix: np.ndarray, explain_all: bool
+    ) -> list[tuple[float, str, str, list[Reason]]]:
+        columns = matrix[:, model.columns]
+        probabilities = predict_proba(model.loaded.booster, columns)
+        decisions = [decide(float(p), model.flag_threshold, model.block_threshold) for p in probabilities]
+
+        reasons: list[list[Reason]] = [[] for _ in decisions]
+        wanted = [i for i, d in enumerate(decisions) if explain_all or d in self._settings.explain_decisions]
+        if wanted and self._settings.top_reasons > 0:
+            explained = top_reasons(
+                model.loaded.booster, columns[wanted], model.loaded.meta.feature_names,
+                self.descriptions, self._settings.top_reasons,
+            )
+            for index, row_reasons in zip(wanted, explained, strict=True):
+                reasons[index] = row_reasons
+        return [(float(p), d, model.version, r) for p, d, r in zip(probabilities, decisions, reasons, strict=True)]
+
+    def _score_rules(self, tracked: list[_TrackedClick], matrix: np.ndarray) -> list[tuple[float, str, str, list[Reason]]]:
+        rules = self._settings.rules
+        outcomes = []
+        for click, rate in zip(tracked, matrix[:, self._rate_column], strict=True):
+            reasons = []
+            if is_declared_crawler(click.fields["user_agent"]):
+                reasons.append({"feature": "declared_crawler", "text": "user agent of a declared crawler (crawlerdetect)",
+                                "value": 1.0, "contribution": None})
+            if rate > rules.max_rate_per_min:
+                reasons.append({"feature": "request_rate_per_min", "text": f"more than {rules.max_rate_per_min:g} requests per minute",
+                                "value": float(rate), "contribution": None})
+            if reasons:
+                outcomes.append((rules.probability_when_matched, rules.decision_when_matched, RULES_VERSION, reasons))
+            else:
+                outcomes.append((0.0, ALLOW, RULES_VERSION, []))
+        return outcomes
+
+    def _result(
+        self, click: _TrackedClick, probability: float, decision: str, version: str, reasons: list[Reason],
+        received_at: datetime,
+    ) -> ScoredClick:
+        record = dict(click.fields)
+        del record["source_format"]
+        record.update(
+            session_id=click.session_id, bot_probability=probability, decision=decision,
+            model_version=version, received_at=received_at,
+        )
+        return ScoredClick(probability, decision, version, click.session_id, reasons, click.vector, record)
+
+    def feature_map(self, vector: list[float]) -> dict[str, float | None]:
+        """Return the feature vector by name, with None for a missing value."""
+        return {name: finite_or_none(value) for name, value in zip(self.feature_names, vector, strict=True)}

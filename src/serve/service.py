@@ -1,0 +1,114 @@
+"""The parts of the scoring service and their start and stop order.
+
+`ScoringService` owns the scorer (session state), the model watcher (registry polling),
+the click store writer and the metrics. Its lifespan starts them in that order and, on
+shutdown, stops polling first and then drains the writer, so every click that got an
+answer is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import xgboost as xgb
+from fastapi import FastAPI
+from omegaconf import DictConfig
+
+from src.data.click_event import ClickEvent
+from src.serve.click_store import ClickStore, redact_url
+from src.serve.metrics import ServiceMetrics
+from src.serve.model_watcher import ModelWatcher
+from src.serve.scorer import ClickScorer, ScoredClick
+from src.serve.settings import ServeSettings
+from src.serve.store_writer import ClickStoreWriter
+
+logger = logging.getLogger(__name__)
+
+# MLflow reads these at each HTTP call; the service sets them from serve.* unless set already.
+MLFLOW_TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+MLFLOW_RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+
+
+class ScoringService:
+    """Scorer, model watcher, click store writer and metrics of one app."""
+
+    def __init__(self, cfg: DictConfig, settings: ServeSettings) -> None:
+        self.cfg = cfg
+        self.settings = settings
+        self.metrics = ServiceMetrics(settings.latency_buckets_s)
+        self.scorer = ClickScorer(cfg, settings)
+        self.watcher = ModelWatcher(cfg, settings, self.scorer.feature_names, self.metrics)
+        store = ClickStore(settings.store.url, settings.store.table, settings.store.sqlite_pragmas)
+        self.writer = ClickStoreWriter(store, settings.store, self.metrics)
+        self.admin_token = os.environ.get(settings.admin_token_env, "")
+        self._poller: asyncio.Task[None] | None = None
+        self._add_gauges()
+
+    def _add_gauges(self) -> None:
+        tracker = self.scorer.tracker
+        self.metrics.add_gauge("store_queue_depth", "Clicks waiting for the click store writer.", lambda: self.writer.queue_depth)
+        self.metrics.add_gauge("store_writable", "1 when the last click store write succeeded.", lambda: float(self.writer.writable))
+        self.metrics.add_gauge("sessions_active", "Client sessions held in memory.", lambda: len(tracker))
+        self.metrics.add_gauge(
+            "sessions_evicted_for_capacity",
+            "Sessions dropped since start because serve.max_clients was reached (their next click starts a new session).",
+            lambda: tracker.evicted_for_capacity,
+        )
+
+    def score(self, events: list[ClickEvent], explain_all: bool) -> list[ScoredClick]:
+        """Score clicks with the model in use, count them and queue them for the store."""
+        model = self.watcher.current
+        scored = self.scorer.score(events, model, explain_all)
+        if model is None:
+            self.metrics.fallback_clicks.inc(len(scored))
+        for click in scored:
+            self.metrics.clicks_scored.labels(decision=click.decision).inc()
+        self.writer.submit([click.record for click in scored])
+        return scored
+
+    def readiness(self) -> dict[str, Any]:
+        """Return the readiness checks: a model (or the allowed fallback) and a writable store."""
+        model_loaded = self.watcher.current is not None
+        store_ok = self.writer.writable and self.writer.running
+        ready = (model_loaded or self.settings.ready_without_model) and store_ok
+        return {
+            "ready": ready,
+            "model_loaded": model_loaded,
+            "model_version": self.watcher.version,
+            "store_writable": self.writer.writable,
+            "store_writer_running": self.writer.running,
+            "store_error": self.writer.last_error,
+        }
+
+    @asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        """Start the writer, load the champion and poll the registry; on exit, stop and drain."""
+        xgb.set_config(nthread=self.settings.predict_threads)
+        os.environ.setdefault(MLFLOW_TIMEOUT_ENV, str(self.settings.registry_http_timeout_s))
+        os.environ.setdefault(MLFLOW_RETRIES_ENV, str(self.settings.registry_http_max_retries))
+
+        await asyncio.to_thread(self.writer.start)
+        logger.info("click store: %s, table %s", redact_url(self.settings.store.url), self.settings.store.table)
+        await self.watcher.refresh()
+        self._poller = asyncio.create_task(self.watcher.run(), name="model-watcher")
+        logger.info("scoring service ready with model version %s", self.watcher.version)
+        try:
+            yield
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        depth = self.writer.queue_depth
+        logger.info("shutting down: writing %d queued clicks to the click store", depth)
+        await asyncio.to_thread(self.writer.close)
+        logger.info("click store writer stopped")
