@@ -23,8 +23,8 @@ REAL_LOGS = REPO_ROOT.parent / "shared" / "data" / "access_logs"
 
 @pytest.fixture(scope="session")
 def cfg() -> DictConfig:
-    """The default configuration, composed from conf/."""
-    return compose_config()
+    """The default configuration, without mixing in the workspace's simulated logs."""
+    return compose_config(["data.mix_simulated=false"])
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +42,7 @@ def real_events(real_logs_dir: Path, tmp_path_factory: pytest.TempPathFactory, c
     from src.data.preprocess import preprocess
 
     work = tmp_path_factory.mktemp("real_events")
-    real_cfg = compose_config(["data.log_globs=['*.log']"])
+    real_cfg = compose_config(["data.log_globs=['*.log']", "data.mix_simulated=false"])
     collect(real_logs_dir, work / "raw.parquet", work / "quarantine.jsonl", work / "collect.json", real_cfg)
     preprocess(work / "raw.parquet", work / "events.parquet", work / "preprocess.json", real_cfg)
     return pd.read_parquet(work / "events.parquet")

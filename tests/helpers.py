@@ -53,6 +53,10 @@ def run_stages(cfg: DictConfig) -> dict:
     from src.train.train import train
 
     p = {key: Path(str(value)) for key, value in cfg.paths.items()}
+    if bool(cfg.data.mix_simulated) and not p["sim_dir"].is_dir():
+        from src.data.simulate import simulate
+
+        simulate(cfg, p["sim_dir"])
     collect(p["log_dir"], p["raw_events"], p["quarantine"], p["collect_report"], cfg)
     preprocess(p["raw_events"], p["events"], p["preprocess_report"], cfg)
     build_labels(p["events"], p["reviews"], p["ground_truth"], p["session_labels"], p["labels_report"], cfg)

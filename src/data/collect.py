@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,8 +159,8 @@ def collect(log_dir: Path, raw_events: Path, quarantine: Path, report: Path, cfg
     """
     data_cfg = cfg.data
     log_files = discover_log_files(Path(log_dir), list(data_cfg.log_globs), list(data_cfg.jsonl_globs))
-    log_files += simulated_files(Path(log_dir), cfg)
-    return collect_files(log_files, raw_events, quarantine, report, cfg)
+    mixed = simulated_files(Path(log_dir), cfg)
+    return collect_files(log_files + mixed, raw_events, quarantine, report, cfg, mixed_in=mixed)
 
 
 def simulated_files(log_dir: Path, cfg: DictConfig) -> list[LogFile]:
@@ -172,13 +172,27 @@ def simulated_files(log_dir: Path, cfg: DictConfig) -> list[LogFile]:
     sim_dir = Path(str(cfg.paths.sim_dir))
     if not bool(cfg.data.mix_simulated) or sim_dir.resolve() == log_dir.resolve():
         return []
+    if not sim_dir.is_dir():
+        logger.warning("data.mix_simulated is on but %s does not exist; run `botclick simulate %s` to mix in simulated traffic", sim_dir, sim_dir)
+        return []
     files = discover_log_files(sim_dir, list(cfg.data.log_globs), list(cfg.data.jsonl_globs))
     logger.info("mixing in %d simulated log files from %s", len(files), sim_dir)
     return files
 
 
-def collect_files(log_files: list[LogFile], raw_events: Path, quarantine: Path, report: Path, cfg: DictConfig) -> dict[str, Any]:
-    """Parse the given files into `raw_events`, `quarantine` and `report`, as `collect` does."""
+def collect_files(
+    log_files: list[LogFile],
+    raw_events: Path,
+    quarantine: Path,
+    report: Path,
+    cfg: DictConfig,
+    mixed_in: Sequence[LogFile] = (),
+) -> dict[str, Any]:
+    """Parse the given files into `raw_events`, `quarantine` and `report`, as `collect` does.
+
+    Files in `mixed_in` (simulated traffic) are parsed like the others, but the report
+    counts them under "simulated", so "files" and "totals" describe the input logs alone.
+    """
     data_cfg = cfg.data
     pseudonymizer = Pseudonymizer.from_config(data_cfg)
     started = time.perf_counter()
@@ -188,7 +202,10 @@ def collect_files(log_files: list[LogFile], raw_events: Path, quarantine: Path, 
             stack.enter_context(_staged_output(Path(path))) for path in (raw_events, quarantine, report)
         )
         stats = _collect_files(log_files, events_path, quarantine_path, pseudonymizer, data_cfg)
-        summary = build_report(stats)
+        mixed_paths = {log_file.path for log_file in mixed_in}
+        summary = build_report([st for st, f in zip(stats, log_files, strict=True) if f.path not in mixed_paths])
+        if mixed_paths:
+            summary["simulated"] = build_report([st for st, f in zip(stats, log_files, strict=True) if f.path in mixed_paths])
         report_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
     _log_totals(summary["totals"], time.perf_counter() - started)

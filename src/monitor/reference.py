@@ -1,6 +1,6 @@
 """The reference window of a drift check: sessions the champion was trained on.
 
-The training run logs a sample of its training sessions as the MLflow artifact
+The training run logs a sample of its input sessions as the MLflow artifact
 `monitor.reference.artifact_path` (`log_reference_sample`). Runs logged before that call
 existed have no such artifact, and then the reference is rebuilt from the local
 `paths.features` and `paths.session_labels` files, which match the champion only while
@@ -23,8 +23,7 @@ from omegaconf import DictConfig
 
 from src.monitor.sessions import LAST_SEEN, SCORE, SessionWindow, add_user_agent_families, score_sessions
 from src.serve.champion import LoadedModel
-from src.train.dataset import Dataset, last_rows, load_dataset
-from src.train.split import TRAIN
+from src.train.dataset import Dataset, last_rows, load_dataset, primary_population
 from src.train.tracking import data_version
 
 logger = logging.getLogger(__name__)
@@ -37,12 +36,17 @@ class ReferenceNotFoundError(LookupError):
 
 
 def reference_frame(data: Dataset, booster: xgb.Booster, feature_names: Sequence[str], cfg: DictConfig) -> pd.DataFrame:
-    """Return a sample of the training sessions at their last request, with the model's scores.
+    """Return a sample of the model's input sessions at their last request, with its scores.
 
-    At most `monitor.reference.max_sessions` sessions are drawn with seed `seed`. The user
+    The sample is drawn from every split, not the train split alone: the time-based split
+    gives the train split only the earliest part of the logs, whose hour-of-day and
+    traffic mix differ from a whole window even when nothing changed. When real logs were
+    mixed with simulated traffic, only the real sessions are kept, because the current
+    window holds real traffic alone. At most `monitor.reference.max_sessions` sessions are drawn with seed `seed`. The user
     agent families come from `paths.events`, because the feature table has no user agent.
     """
-    rows = last_rows(data.part(TRAIN))
+    rows, population = primary_population(last_rows(data.rows))
+    logger.info("reference sample drawn from the %s training sessions", population)
     limit = int(cfg.monitor.reference.max_sessions)
     if len(rows) > limit:
         rows = rows.sample(n=limit, random_state=int(cfg.seed))
@@ -100,7 +104,7 @@ def load_reference(model: LoadedModel, cfg: DictConfig) -> SessionWindow:
 
 
 def reference_from_local_files(model: LoadedModel, cfg: DictConfig) -> SessionWindow:
-    """Rebuild the reference from `paths.features` and `paths.session_labels` (train split).
+    """Rebuild the reference from `paths.features` and `paths.session_labels`.
 
     The window notes say whether the files have the champion's data version.
     """

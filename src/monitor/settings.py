@@ -14,6 +14,8 @@ from src.config import compose_config, load_params
 
 logger = logging.getLogger(__name__)
 
+_UNKNOWN = object()
+
 # Evidently and DVC send usage statistics unless these are set; the commands never send any.
 NO_TELEMETRY_ENV = {"DO_NOT_TRACK": "true", "EVIDENTLY_DISABLE_TELEMETRY": "1", "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
@@ -47,18 +49,21 @@ def load_monitor_config(params: Path | None, overrides: Sequence[str] = ()) -> D
     section always comes from conf/, so an edit there needs no `botclick params`.
     `overrides` are dot-list settings such as `monitor.window.current_days=3`.
     """
-    composed = compose_config()
-    cfg = composed
+    cfg = compose_config()
+    # A params.yaml written by an older conf/ may hold keys that conf/ no longer has.
+    OmegaConf.set_struct(cfg, False)
     if params is not None and params.is_file():
-        cfg = OmegaConf.merge(composed, load_params(params))
-        cfg.monitor = composed.monitor
+        pipeline = load_params(params)
+        pipeline.pop("monitor", None)
+        cfg = OmegaConf.merge(cfg, pipeline)
     elif params is not None:
         logger.info("no params file at %s; using conf/ composed with Hydra", params)
 
+    for item in overrides:
+        key, separator, _ = item.partition("=")
+        if not separator or OmegaConf.select(cfg, key.strip(), default=_UNKNOWN) is _UNKNOWN:
+            raise ValueError(f"invalid --set {item!r}: expected KEY=VALUE with a key of the config, e.g. monitor.window.current_days=3")
     if overrides:
-        invalid = [item for item in overrides if "=" not in item]
-        if invalid:
-            raise ValueError(f"invalid --set values {invalid}: expected KEY=VALUE, e.g. monitor.window.current_days=3")
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     assert isinstance(cfg, DictConfig)
     return cfg

@@ -128,7 +128,7 @@ def _add_score_routes(app: FastAPI, service: ScoringService, settings: ServeSett
         too_new = future_error([event], settings.max_future_skew_s, ("body",))
         if too_new is not None:
             return too_new
-        [click] = service.score([event], explain)
+        [click] = await service.score([event], explain)
         return JSONResponse(click_response(service, click, include_features))
 
     @app.post(BATCH_ROUTE, openapi_extra=_json_body(batch_json_schema))
@@ -142,7 +142,7 @@ def _add_score_routes(app: FastAPI, service: ScoringService, settings: ServeSett
         too_new = future_error(events, settings.max_future_skew_s, ("body", "events"))
         if too_new is not None:
             return too_new
-        clicks = service.score(events, explain)
+        clicks = await service.score(events, explain)
         return JSONResponse({"results": [click_response(service, c, include_features) for c in clicks]})
 
 

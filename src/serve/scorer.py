@@ -48,12 +48,14 @@ class ScoredClick:
 
 
 @dataclass
-class _TrackedClick:
-    """A click after pseudonymization and sessionization, before scoring."""
+class TrackedClick:
+    """A click after pseudonymization and sessionization, waiting to be scored."""
 
     fields: dict[str, Any]
     session_id: str
     vector: list[float]
+    # Reasons for this click whatever its decision (the request's ?explain=true).
+    explain: bool
 
 
 def decide(probability: float, flag_threshold: float, block_threshold: float) -> str:
@@ -86,20 +88,25 @@ class ClickScorer:
         self._settings = settings
         self._rate_column = self.feature_names.index(str(cfg.evaluate.rate_rule_feature))
 
-    def score(
-        self, events: Sequence[ClickEvent], model: ActiveModel | None, explain_all: bool
-    ) -> list[ScoredClick]:
-        """Add the clicks to their sessions in the given order and score them together.
+    def score(self, events: Sequence[ClickEvent], model: ActiveModel | None, explain_all: bool) -> list[ScoredClick]:
+        """Add the clicks to their sessions in the given order and score them together."""
+        return self.score_tracked(self.track(events, explain_all), model)
 
-        Reasons are given for clicks whose decision is in `serve.explain_decisions`, or
-        for every click when `explain_all` is true.
+    def track(self, events: Sequence[ClickEvent], explain_all: bool) -> list[TrackedClick]:
+        """Pseudonymize the clicks and add them to their sessions, in the given order."""
+        return [self._track(event, explain_all) for event in events]
+
+    def score_tracked(self, tracked: Sequence[TrackedClick], model: ActiveModel | None) -> list[ScoredClick]:
+        """Score tracked clicks in one prediction, with `model` or, when it is None, the rules.
+
+        Reasons are given for clicks whose decision is in `serve.explain_decisions`, and
+        for clicks tracked with `explain_all`.
         """
-        tracked = [self._track(event) for event in events]
         matrix = np.asarray([click.vector for click in tracked], dtype=np.float64)
         if model is None:
             outcomes = self._score_rules(tracked, matrix)
         else:
-            outcomes = self._score_model(model, matrix, explain_all)
+            outcomes = self._score_model(model, matrix, [click.explain for click in tracked])
 
         received_at = datetime.now(UTC)
         return [
@@ -107,7 +114,7 @@ class ClickScorer:
             for click, (probability, decision, version, reasons) in zip(tracked, outcomes, strict=True)
         ]
 
-    def _track(self, event: ClickEvent) -> _TrackedClick:
+    def _track(self, event: ClickEvent, explain: bool) -> TrackedClick:
         fields = event.to_raw_fields()
         client_id, prefix_id = self.pseudonymizer.pseudonyms(fields.pop("client_ip"))
         fields["client_id"], fields["prefix_id"] = client_id, prefix_id
@@ -123,17 +130,17 @@ class ClickScorer:
             kind=self.classifier.classify(fields["path"]),
         )
         session_id, vector = self.tracker.update(client_key(client_id, event.user_agent), request)
-        return _TrackedClick(fields, session_id, vector)
+        return TrackedClick(fields, session_id, vector, explain)
 
     def _score_model(
-        self, model: ActiveModel, matrix: np.ndarray, explain_all: bool
+        self, model: ActiveModel, matrix: np.ndarray, explain: list[bool]
     ) -> list[tuple[float, str, str, list[Reason]]]:
         columns = matrix[:, model.columns]
         probabilities = predict_proba(model.loaded.booster, columns)
         decisions = [decide(float(p), model.flag_threshold, model.block_threshold) for p in probabilities]
 
         reasons: list[list[Reason]] = [[] for _ in decisions]
-        wanted = [i for i, d in enumerate(decisions) if explain_all or d in self._settings.explain_decisions]
+        wanted = [i for i, d in enumerate(decisions) if explain[i] or d in self._settings.explain_decisions]
         if wanted and self._settings.top_reasons > 0:
             explained = top_reasons(
                 model.loaded.booster, columns[wanted], model.loaded.meta.feature_names,
@@ -143,7 +150,7 @@ class ClickScorer:
                 reasons[index] = row_reasons
         return [(float(p), d, model.version, r) for p, d, r in zip(probabilities, decisions, reasons, strict=True)]
 
-    def _score_rules(self, tracked: list[_TrackedClick], matrix: np.ndarray) -> list[tuple[float, str, str, list[Reason]]]:
+    def _score_rules(self, tracked: Sequence[TrackedClick], matrix: np.ndarray) -> list[tuple[float, str, str, list[Reason]]]:
         rules = self._settings.rules
         outcomes = []
         for click, rate in zip(tracked, matrix[:, self._rate_column], strict=True):
@@ -161,7 +168,7 @@ class ClickScorer:
         return outcomes
 
     def _result(
-        self, click: _TrackedClick, probability: float, decision: str, version: str, reasons: list[Reason],
+        self, click: TrackedClick, probability: float, decision: str, version: str, reasons: list[Reason],
         received_at: datetime,
     ) -> ScoredClick:
         record = dict(click.fields)

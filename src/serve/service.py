@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,7 +24,7 @@ from src.data.click_event import ClickEvent
 from src.serve.click_store import ClickStore, redact_url
 from src.serve.metrics import ServiceMetrics
 from src.serve.model_watcher import ModelWatcher
-from src.serve.scorer import ClickScorer, ScoredClick
+from src.serve.scorer import ClickScorer, ScoredClick, TrackedClick
 from src.serve.settings import ServeSettings
 from src.serve.store_writer import ClickStoreWriter
 
@@ -33,6 +33,48 @@ logger = logging.getLogger(__name__)
 # MLflow reads these at each HTTP call; the service sets them from serve.* unless set already.
 MLFLOW_TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
 MLFLOW_RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+
+
+class PredictionBatcher:
+    """Score the clicks of all requests that wait in one event loop turn in one prediction.
+
+    A request adds its clicks and waits. The first waiting request schedules a flush with
+    `call_soon`, so the flush runs once the handlers that are ready in this turn have
+    run; no timer adds latency. One XGBoost call costs about 0.1 ms of overhead plus a few
+    microseconds per row (measured with xgboost 3.2 on one thread), so under load this
+    shares the overhead between requests.
+    """
+
+    def __init__(self, score_group: Callable[[list[TrackedClick]], list[ScoredClick]]) -> None:
+        self._score_group = score_group
+        self._waiting: list[tuple[list[TrackedClick], asyncio.Future[list[ScoredClick]]]] = []
+
+    async def submit(self, tracked: list[TrackedClick]) -> list[ScoredClick]:
+        """Wait for the next flush and return the scored clicks, in the order given."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[ScoredClick]] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        self._waiting.append((tracked, future))
+        return await future
+
+    def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        rows = [click for tracked, _ in waiting for click in tracked]
+        try:
+            scored = self._score_group(rows)
+        except Exception as err:  # noqa: BLE001 - every waiting request gets the error as a 500
+            logger.exception("scoring %d clicks failed", len(rows))
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(err)
+            return
+
+        start = 0
+        for tracked, future in waiting:
+            if not future.done():
+                future.set_result(scored[start : start + len(tracked)])
+            start += len(tracked)
 
 
 class ScoringService:
@@ -47,6 +89,7 @@ class ScoringService:
         store = ClickStore(settings.store.url, settings.store.table, settings.store.sqlite_pragmas)
         self.writer = ClickStoreWriter(store, settings.store, self.metrics)
         self.admin_token = os.environ.get(settings.admin_token_env, "")
+        self._batcher = PredictionBatcher(self._score_group)
         self._poller: asyncio.Task[None] | None = None
         self._add_gauges()
 
@@ -61,10 +104,15 @@ class ScoringService:
             lambda: tracker.evicted_for_capacity,
         )
 
-    def score(self, events: list[ClickEvent], explain_all: bool) -> list[ScoredClick]:
-        """Score clicks with the model in use, count them and queue them for the store."""
+    async def score(self, events: list[ClickEvent], explain_all: bool) -> list[ScoredClick]:
+        """Add clicks to their sessions now, then score them in the next shared prediction."""
+        tracked = self.scorer.track(events, explain_all)
+        return await self._batcher.submit(tracked)
+
+    def _score_group(self, tracked: list[TrackedClick]) -> list[ScoredClick]:
+        """Score clicks of several requests with the model in use, count them and queue them for the store."""
         model = self.watcher.current
-        scored = self.scorer.score(events, model, explain_all)
+        scored = self.scorer.score_tracked(tracked, model)
         if model is None:
             self.metrics.fallback_clicks.inc(len(scored))
         for click in scored:

@@ -160,7 +160,7 @@ def test_compare_notebook_empty_store(notebook_env: Path) -> None:
 
 
 def test_compare_notebook_existing_store(notebook_env: Path) -> None:
-    simulated = simulate(compose_config(), notebook_env / "logs", scale=SIM_SCALE)
+    simulated = simulate(compose_config(), notebook_env / "logs" / "simulated", scale=SIM_SCALE)
     cfg = workdir_config(notebook_env, simulated.log_path.parent, [f"paths.ground_truth={simulated.ground_truth_path}"])
     run_stages(cfg)
     mlflow.set_tracking_uri(f"sqlite:///{notebook_env / 'mlflow.db'}")

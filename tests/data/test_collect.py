@@ -44,7 +44,7 @@ def write_lines(path: Path, lines: list[str], compress: bool = False) -> Path:
 @functools.lru_cache
 def config(overrides: tuple[str, ...] = ()) -> DictConfig:
     """Compose the config once per set of overrides, because Hydra takes a few tenths of a second."""
-    return compose_config(list(overrides))
+    return compose_config(["data.mix_simulated=false", *overrides])
 
 
 KEY_ENV = str(config().data.pseudonym_key_env)

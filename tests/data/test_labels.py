@@ -74,7 +74,7 @@ class LabelRun:
 
     def __init__(self, tmp_path: Path, cfg: DictConfig | None = None) -> None:
         self.dir = tmp_path
-        self.cfg = cfg if cfg is not None else compose_config()
+        self.cfg = cfg if cfg is not None else compose_config(["data.mix_simulated=false"])
         self.events = tmp_path / "events.parquet"
         self.reviews = write_reviews(tmp_path / "reviews.csv", [])
         self.ground_truth = tmp_path / "ground_truth.csv"
@@ -367,7 +367,7 @@ def test_cli_reads_params_file(tmp_path: Path) -> None:
 def run_pipeline(log_dir: Path, ground_truth: Path, tmp_path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
     """Run collect, preprocess and labels on `log_dir`; return events, labels and both reports."""
     collect = pytest.importorskip("src.data.collect", reason="src.data.collect is not available").collect
-    cfg = compose_config()
+    cfg = compose_config(["data.mix_simulated=false"])
     run = LabelRun(tmp_path, cfg)
     raw = tmp_path / "clicks.parquet"
     collect(log_dir, raw, tmp_path / "quarantine.jsonl", tmp_path / "collect.json", cfg)
@@ -411,7 +411,7 @@ def test_real_logs_end_to_end(tmp_path: Path) -> None:
 
 def test_simulated_logs_end_to_end(tmp_path: Path) -> None:
     simulate = pytest.importorskip("src.data.simulate", reason="src.data.simulate is not available").simulate
-    summary = simulate(compose_config(), tmp_path / "logs", scale=0.05)
+    summary = simulate(compose_config(["data.mix_simulated=false"]), tmp_path / "logs", scale=0.05)
 
     events, labels, _, report = run_pipeline(tmp_path / "logs", summary.ground_truth_path, tmp_path)
     truth = pd.read_csv(summary.ground_truth_path, dtype=str, keep_default_na=False)

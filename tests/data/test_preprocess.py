@@ -62,7 +62,7 @@ def run_preprocess(tmp_path: Path, rows: list[dict[str, object]], *overrides: st
 def test_missing_input_names_collect_stage(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "clicks.parquet"
     with pytest.raises(FileNotFoundError) as info:
-        preprocess(missing, tmp_path / "e.parquet", tmp_path / "r.json", compose_config())
+        preprocess(missing, tmp_path / "e.parquet", tmp_path / "r.json", compose_config(["data.mix_simulated=false"]))
     assert str(missing) in str(info.value)
     assert "collect" in str(info.value)
 
@@ -218,7 +218,7 @@ def test_input_missing_column_rejected(tmp_path: Path) -> None:
     pq.write_table(table, tmp_path / "raw.parquet")
 
     with pytest.raises(ValueError, match="user_agent"):
-        preprocess(tmp_path / "raw.parquet", tmp_path / "e.parquet", tmp_path / "r.json", compose_config())
+        preprocess(tmp_path / "raw.parquet", tmp_path / "e.parquet", tmp_path / "r.json", compose_config(["data.mix_simulated=false"]))
 
 
 def test_cli_reads_params_file(tmp_path: Path) -> None:

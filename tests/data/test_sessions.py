@@ -106,7 +106,7 @@ def test_batch_sessions_match_replay_on_real_logs(tmp_path: Path) -> None:
     collect = pytest.importorskip("src.data.collect", reason="src.data.collect is not available").collect
     if not LOG_DIR.is_dir():
         pytest.skip(f"real access logs not found at {LOG_DIR}")
-    cfg = compose_config()
+    cfg = compose_config(["data.mix_simulated=false"])
     raw, events_path = tmp_path / "clicks.parquet", tmp_path / "events.parquet"
     collect(LOG_DIR, raw, tmp_path / "quarantine.jsonl", tmp_path / "collect.json", cfg)
 

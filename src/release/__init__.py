@@ -1,0 +1,1 @@
+"""The release path: pipeline dry run, service smoke test, promotion gate, champion move."""

@@ -1,0 +1,1 @@
+"""Human review of flagged sessions: queue, terminal review, review page."""
