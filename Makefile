@@ -8,19 +8,22 @@ BIN := $(abspath $(VENV))/bin
 # Real logs to use instead of the simulator, as one glob: make run LOGS='/var/log/apache2/access.log*'
 LOGS ?=
 UI_PORT ?= 5000
+# Environment whose stores the release uses; its champion moves only when every check passes.
+RELEASE_ENV ?= test
 
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install run params test ui clean
+.PHONY: help install run params test ui clean release drift-check
 
 help:
 	@echo "make run [LOGS='<glob>']  install, then run the pipeline (simulated traffic unless LOGS is set)"
 	@echo "make test                 run the test suite"
 	@echo "make ui                   MLflow UI on http://127.0.0.1:$(UI_PORT)"
 	@echo "make params               recompose params.yaml from conf/"
+	@echo "make release [RELEASE_ENV=test]  pipeline dry run, service smoke test, gate; moves champion only if all pass"
 
 install: $(VENV)/.installed
 
@@ -46,6 +49,9 @@ test: install
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlartifacts --host 127.0.0.1 --port $(UI_PORT)
+
+release: install
+	$(BIN)/python -m src.release --env $(RELEASE_ENV)
 
 clean:
 	rm -rf data/raw data/interim data/features models reports logs mlflow.db mlartifacts

@@ -3,8 +3,9 @@
 The benchmark builds a log of `--lines` lines by replaying the real access logs (or, when
 they are absent, a simulated log) round after round. Each round gives every client a fresh
 address from 198.18.0.0/15 (RFC 2544 benchmarking) and shifts the timestamps by whole days,
-so rounds add new clients and sessions instead of repeating the same ones. Every other byte
-of a line is kept.
+so rounds add new clients and sessions instead of repeating the same ones. IPv6 clients get
+IPv4 addresses too, and a client field that is not an IP address is kept. Every other byte of
+a line is kept, except that a last line without a line break gets one.
 
 It then measures, in the same run:
 
@@ -35,7 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -65,8 +66,8 @@ LINE_RE = re.compile(rb"^(\S+)( [^\[\n]*\[)(\d{2})/([A-Z][a-z]{2})/(\d{4})(:.*)$
 class SourceLine:
     """One source line split into the parts that a replay round rewrites.
 
-    `client` is None when the line does not match the access log layout: such a line is
-    written unchanged in every round. `client_is_ip` is False for a host name or garbage,
+    `client` is None when the line does not match the access log layout, and such a line
+    is written unchanged in every round. `client_is_ip` is False for a host name or garbage,
     which is kept unchanged while the date is still shifted.
     """
 
@@ -80,7 +81,7 @@ class SourceLine:
 
 @dataclass
 class ReplaySummary:
-    """What `build_replay` wrote."""
+    """Counts and settings of one replayed log written by `build_replay`."""
 
     path: str
     source_files: list[str]
@@ -104,7 +105,6 @@ class StageResult:
     ratio_to_split_read: float
     peak_rss_mib: float
     rss_after_imports_mib: float
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 def split_source_line(raw: bytes) -> SourceLine:
@@ -127,18 +127,18 @@ def split_source_line(raw: bytes) -> SourceLine:
 
 
 def read_source_lines(files: Sequence[Path]) -> list[list[SourceLine]]:
-    """Read and split every line of each file; a last line without a newline gets one."""
+    """Read and split every line of each file. A last line without a line break gets one."""
     per_file = []
     for path in files:
         with path.open("rb") as handle:
             per_file.append([split_source_line(raw if raw.endswith(b"\n") else raw + b"\n") for raw in handle])
     if not any(per_file):
-        raise ValueError(f"the source files {[str(p) for p in files]} have no lines; pass other files")
+        raise ValueError(f"the source files {[str(p) for p in files]} have no lines. Pass a --source-dir with non-empty logs.")
     return per_file
 
 
 def default_days_per_round(per_file: Sequence[Sequence[SourceLine]]) -> int:
-    """Return the most days that one source file covers, so a file's rounds do not overlap in time."""
+    """Return the maximum number of days that one source file covers, so a file's rounds do not overlap in time."""
     spans = [1]
     for lines in per_file:
         days = [line.day for line in lines if line.day is not None]
@@ -157,7 +157,7 @@ class AddressPool:
         self.used = 0
 
     def take(self) -> bytes:
-        """Return the next unused address as ASCII bytes; raise ValueError when none is left."""
+        """Return the next unused address as ASCII bytes. Raises ValueError when none is left."""
         if self._next > self._last:
             raise ValueError(
                 f"all {self.used} addresses of {self._network} are used, so the replay cannot give "
@@ -198,9 +198,9 @@ def replay_round(lines: Sequence[SourceLine], shift: timedelta, pool: AddressPoo
 
 
 def build_replay(files: Sequence[Path], target: Path, lines: int, days_per_round: int | None = None) -> ReplaySummary:
-    """Write `lines` lines to `target` by replaying `files`; see the module docstring.
+    """Write `lines` lines to `target` by replaying `files`, as the module docstring describes.
 
-    `days_per_round` defaults to the most days that one source file covers.
+    `days_per_round` defaults to the maximum number of days that one source file covers.
     """
     if lines < 1:
         raise ValueError(f"invalid --lines {lines}: it must be at least 1")
@@ -306,20 +306,21 @@ def run_stage(stage: str, out_dir: Path) -> dict[str, Any]:
 
 
 def spawn_stage(stage: str, out_dir: Path) -> tuple[dict[str, Any], int]:
-    """Run a stage in a subprocess; return its result and its peak resident memory in KiB.
+    """Run a stage in a subprocess and return its result and its peak resident memory in KiB.
 
     The subprocess's log goes to `<out_dir>/<stage>.log`. Raises RuntimeError naming that
     log when the stage fails.
     """
     command = [sys.executable, str(Path(__file__).resolve()), "--run-stage", stage, "--out-dir", str(out_dir)]
     log_path = out_dir / f"{stage}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, cwd=out_dir)
-        output = process.stdout.read() if process.stdout else b""
+    with log_path.open("wb") as log, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, cwd=out_dir) as process:
+        assert process.stdout is not None
+        output = process.stdout.read()
+        # os.wait4, unlike Popen.wait, returns the resource usage of this one child.
         _pid, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        raise RuntimeError(f"the {stage} stage failed with exit code {process.returncode}; see its log {log_path}")
+        raise RuntimeError(f"the {stage} stage failed with exit code {process.returncode}. See its log {log_path}")
     return json.loads(output), usage.ru_maxrss
 
 
@@ -396,28 +397,37 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"Input: {replay['lines']:,} lines, {replay['rounds']} replay rounds of {replay['source_lines']:,} source lines, "
         f"{replay['fresh_addresses']:,} fresh client addresses, {replay['days_per_round']} days per round.",
         "",
-        "| step | seconds | lines/s | ratio to plain read | ratio to split read | peak RSS (MiB) |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"Load average (1 min): {report['load_average_1m']['start']:.1f} at the start, "
+        f"{report['load_average_1m']['end']:.1f} at the end.",
+        "",
+        "| step | seconds | lines/s | ratio to plain read | ratio to split read | peak RSS (MiB) | RSS after imports (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, seconds in report["reads"].items():
         rate = replay["lines"] / seconds
         plain = replay["lines"] / report["reads"]["plain_read"]
         split = replay["lines"] / report["reads"]["split_read"]
-        lines.append(f"| {name.replace('_', ' ')} | {seconds:.2f} | {rate:,.0f} | {rate / plain:.3f} | {rate / split:.3f} | – |")
+        lines.append(f"| {name.replace('_', ' ')} | {seconds:.2f} | {rate:,.0f} | {rate / plain:.3f} | {rate / split:.3f} | – | – |")
     for stage in report["stages"]:
         lines.append(
             f"| {stage['stage']} | {stage['seconds']:.2f} | {stage['lines_per_s']:,.0f} | "
-            f"{stage['ratio_to_plain_read']:.4f} | {stage['ratio_to_split_read']:.4f} | {stage['peak_rss_mib']:,.0f} |"
+            f"{stage['ratio_to_plain_read']:.4f} | {stage['ratio_to_split_read']:.4f} | "
+            f"{stage['peak_rss_mib']:,.0f} | {stage['rss_after_imports_mib']:,.0f} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    """Build the replayed log, time the reads and the stages, and write the JSON and Markdown."""
+def run_benchmark(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Build the replayed log, time the reads and the stages, and write the JSON and Markdown.
+
+    `command` is the command line recorded in the report.
+    """
     out_dir = args.out_dir.resolve()
     paths = stage_paths(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_params(compose_config(), paths["params"])
+    load_at_start = os.getloadavg()[0]
+    # Only the replayed log: no simulator logs mixed in, whatever conf/data sets.
+    write_params(compose_config(["++data.mix_simulated=false"]), paths["params"])
 
     files = find_source_files(args.source_dir, out_dir, args.sim_scale)
     replay = build_replay(files, paths["log_dir"] / "replay.log", args.lines, args.days_per_round)
@@ -426,10 +436,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     reads = time_plain_reads(Path(replay.path), args.read_repeats)
     stages = measure_stages(out_dir, replay.lines, reads)
     report = {
-        "command": shlex.join([sys.executable, *sys.argv]),
+        "command": command,
         "machine": machine_facts(),
         "memory_method": "peak resident set size of each stage subprocess, ru_maxrss from os.wait4",
         "replay": asdict(replay),
+        # Other processes on the machine slow every step, so the report keeps the load.
+        "load_average_1m": {"start": load_at_start, "end": os.getloadavg()[0]},
         "reads": reads,
         "read_repeats": args.read_repeats,
         "stages": [asdict(stage) for stage in stages],
@@ -450,21 +462,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, required=True, help="Folder for the replayed log, stage outputs and results.")
     parser.add_argument(
         "--source-dir", type=Path, default=DEFAULT_SOURCE_DIR,
-        help=f"Folder of {SOURCE_GLOB} access logs to replay; a simulated log when it has none (default %(default)s).",
+        help=f"Folder of {SOURCE_GLOB} access logs to replay. Without such files, a simulated log is replayed (default %(default)s).",
     )
     parser.add_argument("--sim-scale", type=float, default=DEFAULT_SIM_SCALE, help="Simulator scale of the fallback log.")
     parser.add_argument(
         "--days-per-round", type=int, default=None,
-        help="Days that each replay round shifts the timestamps by (default: the most days one source file covers).",
+        help="Days that each replay round shifts the timestamps by (default: the maximum number of days one source file covers).",
     )
-    parser.add_argument("--read-repeats", type=int, default=DEFAULT_READ_REPEATS, help="Repeats of each plain read; the median counts.")
+    parser.add_argument("--read-repeats", type=int, default=DEFAULT_READ_REPEATS, help="Repeats of each plain read. The report uses the median.")
     parser.add_argument("--run-stage", choices=STAGES, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark, or one stage when called as a stage subprocess."""
-    args = parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(arguments)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.run_stage:
         outcome = run_stage(args.run_stage, args.out_dir.resolve())
@@ -472,7 +485,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.read_repeats < 1:
         raise SystemExit(f"invalid --read-repeats {args.read_repeats}: it must be at least 1")
-    run_benchmark(args)
+    script = sys.argv[0] if argv is None else __file__
+    run_benchmark(args, shlex.join([sys.executable, script, *arguments]))
 
 
 if __name__ == "__main__":

@@ -75,7 +75,13 @@ def score(
 
 
 # Command groups that live beside their code; each module has register(app).
-COMMAND_MODULES = ("src.serve.commands", "src.monitor.commands", "src.review.commands", "src.train.commands")
+COMMAND_MODULES = (
+    "src.serve.commands",
+    "src.monitor.commands",
+    "src.review.commands",
+    "src.release.commands",
+    "src.train.commands",
+)
 
 
 def _register_command_modules() -> None:

@@ -61,19 +61,18 @@ def featurize_events(events: pd.DataFrame, settings: FeatureSettings) -> pd.Data
     ordered_sessions = events["session_id"].to_numpy()[order]
     requests = request_events(events.iloc[order])
 
-    rows: list[list[float]] = []
+    ordered_values = np.empty((len(requests), len(settings.names)), dtype=np.float64)
     state: SessionFeatureState | None = None
     previous = None
-    for current, request in zip(ordered_sessions, requests, strict=True):
+    for position, (current, request) in enumerate(zip(ordered_sessions, requests, strict=True)):
         if current != previous:
             state = SessionFeatureState(settings)
             previous = current
         assert state is not None
-        rows.append(state.update(request))
+        ordered_values[position] = state.update(request)
 
-    values = np.empty((len(rows), len(settings.names)), dtype=np.float64)
-    if rows:
-        values[order] = np.asarray(rows, dtype=np.float64)
+    values = np.empty_like(ordered_values)
+    values[order] = ordered_values
     features = pd.DataFrame(values, columns=list(settings.names), index=events.index)
     return pd.concat([events[ID_COLUMNS], features], axis=1)
 

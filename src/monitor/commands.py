@@ -14,6 +14,7 @@ from typing import Callable, List, Optional, TypeVar
 
 import pandas as pd
 import typer
+from omegaconf import DictConfig
 
 from src.config import PARAMS_FILE
 from src.monitor.settings import ExitCode, disable_telemetry, load_monitor_config
@@ -41,6 +42,27 @@ def expand_paths(patterns: List[str]) -> list[Path]:
             raise FileNotFoundError(f"no file matches {pattern!r}; check the path, and quote globs so the shell does not expand them")
         files += found
     return list(dict.fromkeys(files))
+
+
+def current_log_files(logs: Optional[List[str]], cfg: DictConfig) -> list[Path]:
+    """Return the current logs: `--logs`, else `monitor.current_logs`, else the pipeline input.
+
+    Raises FileNotFoundError when none of them names a file.
+    """
+    from src.monitor.retrain import input_files
+
+    if logs:
+        return expand_paths(logs)
+    configured = [str(item) for item in cfg.monitor.current_logs]
+    if configured:
+        return expand_paths(configured)
+    files = input_files(Path(str(cfg.paths.log_dir)), [str(item) for item in cfg.data.log_globs])
+    if not files:
+        raise FileNotFoundError(
+            f"no current logs: pass --logs, set monitor.current_logs, or put logs in paths.log_dir ({cfg.paths.log_dir})"
+        )
+    logger.info("no --logs given; checking the pipeline input: %d files in %s", len(files), cfg.paths.log_dir)
+    return files
 
 
 def parse_time(text: Optional[str]) -> pd.Timestamp | None:
@@ -79,7 +101,9 @@ def run_command(action: Callable[[], T]) -> T:
 
 
 def drift_check(
-    logs: List[str] = typer.Option(..., "--logs", help=f"Current traffic. {LOGS_HELP}"),
+    logs: Optional[List[str]] = typer.Option(
+        None, "--logs", help=f"Current traffic; default: monitor.current_logs, else the pipeline input. {LOGS_HELP}"
+    ),
     reference_logs: Optional[List[str]] = typer.Option(
         None, "--reference-logs", help=f"Reference traffic instead of the champion's training sample. {LOGS_HELP}"
     ),
@@ -98,7 +122,7 @@ def drift_check(
     def action() -> ExitCode:
         cfg = load_monitor_config(params_file, settings or [])
         request = DriftCheckRequest(
-            logs=expand_paths(logs),
+            logs=current_log_files(logs, cfg),
             reference_logs=expand_paths(reference_logs) if reference_logs else [],
             ground_truth=list(ground_truth or []),
             retrain=retrain,
@@ -171,14 +195,14 @@ def rollback(
 
 
 def daily(
-    logs: List[str] = typer.Option(..., "--logs", help=LOGS_HELP),
+    logs: Optional[List[str]] = typer.Option(None, "--logs", help=f"Default: monitor.current_logs, else the pipeline input. {LOGS_HELP}"),
     date: Optional[str] = typer.Option(None, "--date", help="Day to report (YYYY-MM-DD, UTC); default: the day of the latest request."),
     params_file: Path = typer.Option(Path(PARAMS_FILE), "--params", help=PARAMS_HELP),
     settings: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
 ) -> None:
     """Write the daily stats report (JSON and Markdown) under monitor.daily_dir."""
     from src.monitor.daily import build_daily_report, latest_drift, write_daily_report
-    from src.monitor.sessions import LAST_SEEN, SCORE, score_sessions, window_from_logs
+    from src.monitor.sessions import LAST_SEEN, SCORE, session_scores, window_from_logs
     from src.serve.champion import load_champion
 
     def action() -> ExitCode:
@@ -186,8 +210,8 @@ def daily(
         day_start = parse_time(date)
         end = None if day_start is None else day_start + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
         champion = load_champion(cfg)
-        window = window_from_logs("daily", expand_paths(logs), cfg, end, float(cfg.monitor.daily.days))
-        window.sessions[SCORE] = score_sessions(window.sessions, champion.booster, champion.meta.feature_names)
+        window = window_from_logs("daily", current_log_files(logs, cfg), cfg, end, float(cfg.monitor.daily.days))
+        window.sessions[SCORE] = session_scores(window.sessions, champion.booster, champion.meta.feature_names)
         report_end = end if end is not None else window.sessions[LAST_SEEN].max()
         daily_dir = Path(str(cfg.monitor.daily_dir))
         drift = latest_drift(Path(str(cfg.monitor.reports_dir)), daily_dir)

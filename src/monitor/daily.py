@@ -1,7 +1,7 @@
 """Daily stats report (`botclick report daily`): traffic, bot share by decision and top clients.
 
 Writes `<monitor.daily_dir>/<date>.json` for machines and `<date>.md` for people. A day
-holds the sessions whose last request falls within `monitor.daily.days` days up to the
+contains the sessions whose last request falls within `monitor.daily.days` days up to the
 window end. Clients appear only as their keyed IP pseudonyms (`client_id`).
 """
 

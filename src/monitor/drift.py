@@ -51,7 +51,7 @@ MIN_P_VALUE = 1e-300
 
 @dataclass
 class ColumnPlan:
-    """How one column is tested: its type for Evidently, the method and the threshold."""
+    """Test plan of one column: its type for Evidently, the method and the threshold."""
 
     column: str
     kind: str
@@ -164,13 +164,13 @@ def bucket_rare(reference: pd.Series, current: pd.Series, min_share: float, othe
     Returns both bucketed columns and the kept categories, most frequent first.
     """
     shares = reference.value_counts(normalize=True, dropna=True)
-    kept = [str(value) for value in shares[shares >= min_share].index]
-    keep = set(kept)
+    frequent = [str(value) for value in shares[shares >= min_share].index]
+    keep = set(frequent)
 
     def bucket(series: pd.Series) -> pd.Series:
         return series.map(lambda value: value if pd.isna(value) or value in keep else other)
 
-    return bucket(reference), bucket(current), kept
+    return bucket(reference), bucket(current), frequent
 
 
 def as_category_labels(values: pd.Series) -> pd.Series:
@@ -216,9 +216,9 @@ def prepare_column(
         return reason
 
     if is_category:
-        ref, cur, kept = bucket_rare(ref, cur, float(drift_cfg.rare_category_share), str(drift_cfg.other_category))
+        ref, cur, categories = bucket_rare(ref, cur, float(drift_cfg.rare_category_share), str(drift_cfg.other_category))
         reason = skip_reason(ref, cur)
-        return (ref, cur, CATEGORICAL, kept) if reason is None else f"{reason} after rare categories were counted as other"
+        return (ref, cur, CATEGORICAL, categories) if reason is None else f"{reason} after rare categories were counted as other"
 
     distinct = pd.concat([ref, cur]).nunique(dropna=True)
     if distinct <= int(drift_cfg.discrete_max_unique):
@@ -255,9 +255,9 @@ def prepare_windows(
             skipped.append(SkippedColumn(name, prepared))
             continue
 
-        ref_out[name], cur_out[name], kind, kept = prepared
-        if kept is not None:
-            kept_categories[name] = kept
+        ref_out[name], cur_out[name], kind, categories = prepared
+        if categories is not None:
+            kept_categories[name] = categories
         plans.append(plan_column(name, kind, role, sample_rows, drift_cfg))
     return PreparedWindows(ref_out, cur_out, plans, skipped, kept_categories)
 

@@ -31,9 +31,20 @@ from src.monitor.lock import monitor_lock
 from src.monitor.reference import load_reference
 from src.monitor.registry_ops import record_run
 from src.monitor.retrain import retrain
-from src.monitor.sessions import LAST_SEEN, SCORE, USER_AGENT_FAMILY, SessionWindow, cap_sessions_per_client, score_sessions, window_from_logs
+from src.monitor.sessions import LAST_SEEN, SCORE, USER_AGENT_FAMILY, SessionWindow, cap_sessions_per_client, session_scores, window_from_logs
 from src.monitor.settings import ExitCode
-from src.monitor.summary import DRIFT, HOLDOUT_FILE, HTML_FILE, JSON_FILE, MARKDOWN_FILE, NO_DRIFT, NOT_ENOUGH_DATA, build_summary, write_summary
+from src.monitor.summary import (
+    DRIFT,
+    HOLDOUT_FILE,
+    HTML_FILE,
+    JSON_FILE,
+    MARKDOWN_FILE,
+    NO_DRIFT,
+    NOT_ENOUGH_DATA,
+    RETRAIN_LOG_FILE,
+    build_summary,
+    write_summary,
+)
 from src.serve.champion import LoadedModel, load_champion
 
 logger = logging.getLogger(__name__)
@@ -41,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DriftCheckRequest:
-    """What to check: current logs, an optional reference from logs, and whether to retrain."""
+    """Input of one drift job: current logs, an optional reference from logs, and the retrain switch."""
 
     logs: list[Path]
     reference_logs: list[Path] = field(default_factory=list)
@@ -83,13 +94,13 @@ def load_windows(request: DriftCheckRequest, champion: LoadedModel, cfg: DictCon
     """Return the reference and current windows, both scored by the champion."""
     window_cfg = cfg.monitor.window
     current = window_from_logs("current", request.logs, cfg, request.end, float(window_cfg.current_days))
-    current.sessions[SCORE] = score_sessions(current.sessions, champion.booster, champion.meta.feature_names)
+    current.sessions[SCORE] = session_scores(current.sessions, champion.booster, champion.meta.feature_names)
     if not request.reference_logs:
         return load_reference(champion, cfg), current
 
     days = None if window_cfg.reference_days is None else float(window_cfg.reference_days)
     reference = window_from_logs("reference", request.reference_logs, cfg, None, days)
-    reference.sessions[SCORE] = score_sessions(reference.sessions, champion.booster, champion.meta.feature_names)
+    reference.sessions[SCORE] = session_scores(reference.sessions, champion.booster, champion.meta.feature_names)
     return reference, current
 
 
@@ -114,7 +125,7 @@ def decide_verdict(reference: SessionWindow, current: SessionWindow, champion: L
 
 
 def explain_verdict(result: DriftResult) -> str:
-    """Return one or two sentences that say which signals drifted."""
+    """Return one or two sentences that name the signals that drifted."""
     share = f"{result.share_drifted:.0%} of the tested columns drifted (drift from {result.drift_share:.0%})"
     signals = []
     if result.feature_drift:
@@ -146,7 +157,7 @@ def check(request: DriftCheckRequest, cfg: DictConfig) -> DriftCheckOutcome:
     if verdict.status == DRIFT and request.retrain:
         summary["decision"], exit_code = retrain_and_gate(request, cfg, report_dir)
         summary["exit_code"] = int(exit_code)
-        summary["files"] |= {name: file for name, file in (("holdout", HOLDOUT_FILE), ("retrain_log", "retrain.log")) if (report_dir / file).is_file()}
+        summary["files"] |= {name: file for name, file in (("holdout", HOLDOUT_FILE), ("retrain_log", RETRAIN_LOG_FILE)) if (report_dir / file).is_file()}
         write_summary(summary, report_dir)
 
     summary["mlflow_run_id"] = record_check(cfg, summary, report_dir)

@@ -1,8 +1,9 @@
 """An exclusive file lock that serializes drift checks, retrains, promotions and rollbacks.
 
 `fcntl.flock` locks belong to the open file, so the kernel releases the lock when the
-holder exits or crashes, and a stale lock file never blocks later runs. The locks work
-between processes on one host; on NFS, flock may be local to each client.
+holder exits or crashes. A lock file left behind by a crash therefore does not block
+later runs. The locks work between processes on one host. On NFS, flock may be local to
+each client.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 The training run logs a sample of its input sessions as the MLflow artifact
 `monitor.reference.artifact_path` (`log_reference_sample`). Runs logged before that call
 existed have no such artifact, and then the reference is rebuilt from the local
-`paths.features` and `paths.session_labels` files, which match the champion only while
-no later pipeline run has replaced them; the summary says which source was used.
+`paths.features` and `paths.session_labels` files. Those match the champion only while
+no later pipeline run has replaced them, so the summary records which source was used.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
-from src.monitor.sessions import LAST_SEEN, SCORE, SessionWindow, add_user_agent_families, score_sessions
+from src.monitor.sessions import LAST_SEEN, SCORE, SessionWindow, add_user_agent_families, session_scores
 from src.serve.champion import LoadedModel
 from src.train.dataset import Dataset, last_rows, load_dataset, primary_population
 from src.train.tracking import data_version
@@ -42,7 +42,7 @@ def reference_frame(data: Dataset, booster: xgb.Booster, feature_names: Sequence
     gives the train split only the earliest part of the logs, whose hour-of-day and
     traffic mix differ from a whole window even when nothing changed. When real logs were
     mixed with simulated traffic, only the real sessions are kept, because the current
-    window holds real traffic alone. At most `monitor.reference.max_sessions` sessions are drawn with seed `seed`. The user
+    window contains real traffic alone. At most `monitor.reference.max_sessions` sessions are drawn with seed `seed`. The user
     agent families come from `paths.events`, because the feature table has no user agent.
     """
     rows, population = primary_population(last_rows(data.rows))
@@ -54,7 +54,7 @@ def reference_frame(data: Dataset, booster: xgb.Booster, feature_names: Sequence
     frame = rows[columns].sort_values([LAST_SEEN, "session_id"], kind="stable").reset_index(drop=True)
 
     frame = add_user_agent_families(frame, Path(str(cfg.paths.events)))
-    frame[SCORE] = score_sessions(frame, booster, feature_names)
+    frame[SCORE] = session_scores(frame, booster, feature_names)
     return frame
 
 
@@ -99,14 +99,14 @@ def load_reference(model: LoadedModel, cfg: DictConfig) -> SessionWindow:
     else:
         window = reference_from_local_files(model, cfg)
 
-    window.sessions[SCORE] = score_sessions(window.sessions, model.booster, model.meta.feature_names)
+    window.sessions[SCORE] = session_scores(window.sessions, model.booster, model.meta.feature_names)
     return window
 
 
 def reference_from_local_files(model: LoadedModel, cfg: DictConfig) -> SessionWindow:
     """Rebuild the reference from `paths.features` and `paths.session_labels`.
 
-    The window notes say whether the files have the champion's data version.
+    The window notes record whether the files have the champion's data version.
     """
     features, labels = Path(str(cfg.paths.features)), Path(str(cfg.paths.session_labels))
     if not features.is_file() or not labels.is_file():

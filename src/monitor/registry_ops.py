@@ -80,6 +80,8 @@ def move_champion(client: MlflowClient, cfg: DictConfig, version: str, reason: s
     if previous is not None and previous != version:
         tags[PREVIOUS_CHAMPION_TAG] = previous
     set_version_tags(client, cfg, version, tags)
+    if version_for_alias(client, cfg, str(cfg.mlflow.challenger_alias)) == version:
+        client.delete_registered_model_alias(name, str(cfg.mlflow.challenger_alias))
     logger.info("moved %s@%s from version %s to %s: %s", name, cfg.mlflow.champion_alias, previous, version, reason)
     return previous
 

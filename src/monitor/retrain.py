@@ -29,6 +29,7 @@ from src.config import PARAMS_FILE, load_params
 from src.data.labels import GROUND_TRUTH_COLUMNS, read_csv_text
 from src.monitor.reference import has_reference_sample, log_reference_sample
 from src.monitor.registry_ops import current_champion, mark_challenger, registry_client
+from src.monitor.summary import RETRAIN_LOG_FILE
 from src.train.dataset import last_rows, load_dataset
 from src.train.model_io import load_model
 from src.train.split import TEST
@@ -89,8 +90,8 @@ def input_files(log_dir: Path, patterns: Sequence[str]) -> list[Path]:
 def previous_input_files(cfg: DictConfig, workdir: Path) -> list[Path]:
     """Return the pipeline's current input together with the input of the last retrain.
 
-    The last retrain's input matters for the in-process runner, which leaves params.yaml
-    unchanged; without it, each retrain would drop the logs that the previous one added.
+    The in-process runner leaves params.yaml unchanged. Without the last retrain's input,
+    each retrain would therefore drop the logs that the previous one added.
     """
     current = input_files(Path(str(cfg.paths.log_dir)), list(cfg.data.log_globs))
     if not current:
@@ -155,8 +156,8 @@ def retrain_overrides(staged: StagedInput, cfg: DictConfig) -> list[str]:
         f"paths.ground_truth={staged.ground_truth}",
         *[str(item) for item in cfg.monitor.retrain.overrides],
     ]
-    # NOTE: evaluate.auto_promote is a switch the evaluate stage may not have yet; without
-    # it the stage can move the champion alias itself, and `undo_auto_promotion` reverts that.
+    # NOTE: the evaluate stage may not have the evaluate.auto_promote switch yet. Without it,
+    # the stage can move the champion alias itself, and `undo_auto_promotion` reverts that.
     if "auto_promote" in cfg.evaluate:
         overrides.append("evaluate.auto_promote=false")
     return overrides
@@ -255,7 +256,7 @@ def retrain(cfg: DictConfig, new_files: Sequence[Path], ground_truth: Sequence[P
 
     runner = str(cfg.monitor.retrain.runner)
     if runner == DVC_RUNNER:
-        run_cfg = run_dvc(cfg, overrides, report_dir / "retrain.log")
+        run_cfg = run_dvc(cfg, overrides, report_dir / RETRAIN_LOG_FILE)
     elif runner == INPROCESS_RUNNER:
         run_cfg = run_inprocess(cfg, overrides, workdir / RUN_DIR)
     else:

@@ -1,8 +1,8 @@
 """Session tables for drift checks and daily reports: one row per session, at its last request.
 
-A session row carries the model features as computed at the session's last request, so
-it matches what the model scores at the end of a session (the rows that training and
-evaluation use via `last_rows`), plus the columns the monitoring reports need.
+A session row carries the model features as computed at the session's last request.
+These are the rows that training and evaluation score (`last_rows`). The row also has
+the columns that the monitoring reports need.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def add_user_agent_families(rows: pd.DataFrame, events_path: Path) -> pd.DataFra
     return out
 
 
-def score_sessions(rows: pd.DataFrame, booster: Any, feature_names: Sequence[str]) -> np.ndarray:
+def session_scores(rows: pd.DataFrame, booster: Any, feature_names: Sequence[str]) -> np.ndarray:
     """Return the model's bot probability for every session row."""
     return predict_proba(booster, feature_matrix(rows, list(feature_names)))
 

@@ -24,7 +24,8 @@ from src.serve.champion import LoadedModel
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-HTML_FILE, JSON_FILE, MARKDOWN_FILE, HOLDOUT_FILE = "drift_report.html", "summary.json", "summary.md", "holdout.parquet"
+HTML_FILE, JSON_FILE, MARKDOWN_FILE = "drift_report.html", "summary.json", "summary.md"
+HOLDOUT_FILE, RETRAIN_LOG_FILE = "holdout.parquet", "retrain.log"
 NO_DRIFT, DRIFT, NOT_ENOUGH_DATA = "no_drift", "drift", "not_enough_data"
 
 

@@ -1,7 +1,8 @@
 """`botclick release` and `python -m src.release`: run the release path in one environment.
 
-Exit codes: 0 the candidate is the new champion; 3 the pipeline dry run failed; 4 the
-smoke test failed; 5 the promotion gate rejected the candidate; 2 invalid arguments.
+Exit codes: 0 the candidate is the new champion, 2 invalid arguments, 3 the pipeline
+dry run failed, 4 the smoke test failed, 5 the promotion gate rejected the candidate,
+6 the monitor lock stayed taken by another release, drift check, promotion or rollback.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def release(
     ),
 ) -> None:
     """Dry-run the pipeline, smoke-test the service with the candidate, run the gate; promote only when all pass."""
+    from src.monitor.lock import LockTimeoutError
+    from src.release.orchestrate import EXIT_LOCKED
     from src.release.orchestrate import release as run_release
     from src.release.settings import compose_release_config
 
@@ -35,7 +38,11 @@ def release(
         raise typer.BadParameter(f"unknown environment {chosen!r}; choose one of {available}", param_hint="--env")
     os.environ[ENV_VARIABLE] = chosen
 
-    report = run_release(compose_release_config(chosen, overrides or []))
+    try:
+        report = run_release(compose_release_config(chosen, overrides or []))
+    except LockTimeoutError as err:
+        typer.echo(f"release FAILED before it started: {err}. The champion is unchanged.", err=True)
+        raise typer.Exit(EXIT_LOCKED) from err
     for step in report.steps:
         typer.echo(f"{step.name:<11} {'passed' if step.passed else 'FAILED':<7} {step.seconds:8.1f} s  {step.message}")
     if report.promoted:

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 PIPELINE, SMOKE_TEST, GATE = "pipeline", "smoke_test", "gate"
 # Exit codes of `python -m src.release`: 0 promoted, one code per failed step.
 EXIT_CODES = {PIPELINE: 3, SMOKE_TEST: 4, GATE: 5}
+# Exit code when another release, drift check, promotion or rollback holds the monitor lock.
+EXIT_LOCKED = 6
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 A line is replayed only when both the collect stage and the service's request schema
 (`ClickEvent`) accept it, so the service and `score_logs` see exactly the same requests.
-The replay file holds raw client addresses, so callers keep it in a temporary folder
+The replay file contains raw client addresses, so callers keep it in a temporary folder
 that is removed after the smoke test.
 """
 

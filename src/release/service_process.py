@@ -29,10 +29,12 @@ logger = logging.getLogger(__name__)
 
 # Seconds between two readiness probes.
 READY_POLL_S = 0.25
+# Files of the previous smoke test that each run removes first, so the store holds one run.
+RUN_FILES = ("clicks.db", "clicks.db-wal", "clicks.db-shm", "spill.jsonl", "service.log", "service-params.yaml")
 
 
 class SmokeTestError(RuntimeError):
-    """The smoke test failed; the message says which check and why."""
+    """A failed smoke test; the message names the check and the reason."""
 
 
 @dataclass
@@ -76,6 +78,8 @@ def running_service(cfg: DictConfig, settings: ReleaseSettings, folder: Path) ->
     """Start `botclick serve` with the candidate pinned, wait until it serves that version, and stop it on exit."""
     smoke = settings.smoke
     folder.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        (folder / name).unlink(missing_ok=True)
     params = write_params(service_config(cfg, settings, folder), folder / "service-params.yaml")
     port = smoke.port or free_port(smoke.host)
     command = [sys.executable, "-m", "src.serve", "serve", "--params", str(params), "--host", smoke.host, "--port", str(port)]
@@ -98,7 +102,7 @@ def wait_until_serving(service: RunningService, version: str, smoke: SmokeSettin
     """
     started = time.monotonic()
     last = "no answer yet"
-    with httpx.Client(timeout=smoke.request_timeout_s) as client:
+    with httpx.Client(timeout=smoke.ready_probe_timeout_s) as client:
         while time.monotonic() - started < smoke.startup_timeout_s:
             if service.process.poll() is not None:
                 raise SmokeTestError(

@@ -37,11 +37,12 @@ def _require(condition: bool, key: str, value: Any, expected: str) -> None:
 
 @dataclass(frozen=True)
 class SmokeSettings:
-    """How the scoring service is started, fed and judged in the smoke test."""
+    """Start, replay and pass criteria of the smoke test of the scoring service."""
 
     host: str
     port: int
     startup_timeout_s: float
+    ready_probe_timeout_s: float
     shutdown_timeout_s: float
     request_timeout_s: float
     replay_max_lines: int
@@ -77,6 +78,7 @@ class ReleaseSettings:
             simulate_scale=None if scale is None else float(scale),
             smoke=SmokeSettings(
                 host=str(smoke.host), port=int(smoke.port), startup_timeout_s=float(smoke.startup_timeout_s),
+                ready_probe_timeout_s=float(smoke.ready_probe_timeout_s),
                 shutdown_timeout_s=float(smoke.shutdown_timeout_s), request_timeout_s=float(smoke.request_timeout_s),
                 replay_max_lines=int(smoke.replay_max_lines), batch_size=int(smoke.batch_size),
                 parity_abs_tolerance=float(smoke.parity_abs_tolerance), p99_latency_ms=float(smoke.p99_latency_ms),
@@ -97,7 +99,7 @@ class ReleaseSettings:
         _require(smoke.batch_size >= 1, "smoke.batch_size", smoke.batch_size, "expected at least 1")
         _require(smoke.parity_abs_tolerance >= 0, "smoke.parity_abs_tolerance", smoke.parity_abs_tolerance, "expected 0 or more")
         _require(smoke.p99_latency_ms > 0, "smoke.p99_latency_ms", smoke.p99_latency_ms, "expected a number above 0")
-        for key in ("startup_timeout_s", "shutdown_timeout_s", "request_timeout_s"):
+        for key in ("startup_timeout_s", "ready_probe_timeout_s", "shutdown_timeout_s", "request_timeout_s"):
             _require(getattr(smoke, key) > 0, f"smoke.{key}", getattr(smoke, key), "expected a number of seconds above 0")
         if self.simulate_scale is not None:
             _require(self.simulate_scale > 0, "pipeline.simulate_scale", self.simulate_scale, "expected null or a number above 0")

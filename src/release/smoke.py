@@ -1,7 +1,7 @@
 """Release step 2: smoke-test the scoring service with the candidate model.
 
 The service is started with the candidate pinned, a log is replayed through
-/v1/score/batch, and three checks must pass: every answer comes from the candidate
+/v1/score/batch, and three checks must pass: every result comes from the candidate
 version (no rule fallback), each session's probability at its last request matches
 `score_logs` within `release.smoke.parity_abs_tolerance`, and the 99th percentile of
 the request round trips is within `release.smoke.p99_latency_ms`.
@@ -92,10 +92,10 @@ def check_parity(results: list[dict[str, Any]], expected: pd.DataFrame, toleranc
     difference = (last - batch.reindex(last.index)).abs()
     worst = difference[difference > tolerance].sort_values(ascending=False)
     if not worst.empty:
-        shown = ", ".join(f"{sid}: service {last[sid]:.6f} vs batch {batch[sid]:.6f}" for sid in worst.index[:SHOWN_MISMATCHES])
+        examples = ", ".join(f"{sid}: service {last[sid]:.6f} vs batch {batch[sid]:.6f}" for sid in worst.index[:SHOWN_MISMATCHES])
         raise SmokeTestError(
             f"parity failed: {len(worst)} of {len(last)} sessions differ by more than {tolerance:g} "
-            f"(release.smoke.parity_abs_tolerance): {shown}"
+            f"(release.smoke.parity_abs_tolerance): {examples}"
         )
     return float(difference.max()) if len(difference) else 0.0
 

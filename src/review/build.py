@@ -17,7 +17,7 @@ from src.review.sources import ModelExplainer, events_from_log_files, read_click
 
 logger = logging.getLogger(__name__)
 
-# What a reader should know, or do, about sessions left out of the queue, per reason.
+# Explanation and next step for sessions left out of the queue, per reason.
 DROP_HINTS = {
     "no_events": "their requests are not in the events file; pass the scored logs with --logs",
     "invalid_bot_probability": "bot_probability is not a number from 0 to 1; rewrite the table with `botclick score`",

@@ -103,7 +103,9 @@ def queue(
     if scores is not None:
         queue_from_scores(cfg, settings, scores, logs or [], model_version)
     if click_store:
-        start = None if since is None else (since if since.tzinfo else since.replace(tzinfo=UTC))
+        start = since
+        if start is not None and start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
         queue_from_click_store(cfg, settings, start)
     _print_status(settings)
 

@@ -4,7 +4,7 @@ Two sources: a score table written by `botclick score` (evidence from the pipeli
 events parquet, or from re-collecting the scored logs), and the scoring service's
 click store (evidence from the stored clicks themselves). Either way a session is
 picked when its decision is in `review.flag_decisions` or its bot probability lies in
-the uncertain band. Evidence holds pseudonyms only, never a raw client IP.
+the uncertain band. Evidence contains pseudonyms only, never a raw client IP.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def review_reason(decision: str, probability: float, settings: ReviewSettings) -
 
 def request_rows(session: pd.DataFrame, limit: int) -> tuple[list[dict[str, Any]], int]:
     """Return the earliest `limit` requests of one time-sorted session as dicts, and how many were left out."""
-    shown = session.head(limit)
+    kept = session.head(limit)
     rows = [
         {
             "ts": pd.Timestamp(ts).isoformat(),
@@ -68,10 +68,10 @@ def request_rows(session: pd.DataFrame, limit: int) -> tuple[list[dict[str, Any]
             "kind": str(kind),
         }
         for ts, method, path, status, referrer, kind in zip(
-            shown["ts"], shown["method"], shown["path"], shown["status"], shown["referrer"], shown["kind"], strict=True
+            kept["ts"], kept["method"], kept["path"], kept["status"], kept["referrer"], kept["kind"], strict=True
         )
     ]
-    return rows, len(session) - len(shown)
+    return rows, len(session) - len(kept)
 
 
 def split_reasons(text: Any) -> list[str]:
@@ -84,10 +84,11 @@ def split_reasons(text: Any) -> list[str]:
 def format_reason(reason: Mapping[str, Any]) -> str:
     """Render one reason dict (feature, text, value, contribution) as a line of text."""
     value = reason.get("value")
-    shown = "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3g}"
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    value_text = "n/a" if missing else f"{value:.3g}"
     contribution = reason.get("contribution")
     suffix = "" if contribution is None else f" (+{float(contribution):.2f})"
-    return f"{reason.get('text', reason.get('feature', '?'))} = {shown}{suffix}"
+    return f"{reason.get('text', reason.get('feature', '?'))} = {value_text}{suffix}"
 
 
 def pick_scored_sessions(scores: pd.DataFrame, settings: ReviewSettings, summary: QueueSummary) -> pd.DataFrame:
@@ -118,8 +119,8 @@ def items_from_scores(
     """
     summary = QueueSummary()
     picked = pick_scored_sessions(scores, settings, summary)
-    wanted = events[events["session_id"].isin(set(picked["session_id"]))].sort_values(["session_id", "ts"], kind="stable")
-    by_session = dict(tuple(wanted.groupby("session_id", sort=False)))
+    picked_events = events[events["session_id"].isin(set(picked["session_id"]))].sort_values(["session_id", "ts"], kind="stable")
+    by_session = dict(tuple(picked_events.groupby("session_id", sort=False)))
 
     items = []
     for row in picked.to_dict("records"):
@@ -150,7 +151,7 @@ def _item(
 def pick_stored_sessions(clicks: pd.DataFrame, settings: ReviewSettings, summary: QueueSummary) -> pd.DataFrame:
     """Return one row per stored session to queue: its most suspicious click, with a `reason` column.
 
-    A session is flagged when any of its clicks got a decision in `flag_decisions`; otherwise
+    A session is flagged when any of its clicks got a decision in `flag_decisions`. Otherwise
     it is uncertain when its highest bot probability is in the band.
     """
     summary.rows_read += len(clicks)
@@ -175,8 +176,8 @@ def items_from_clicks(
     """
     summary = QueueSummary()
     picked = pick_stored_sessions(clicks, settings, summary)
-    wanted = clicks[clicks["session_id"].isin(set(picked["session_id"]))].sort_values(["session_id", "ts"], kind="stable")
-    by_session = dict(tuple(wanted.groupby("session_id", sort=False)))
+    picked_clicks = clicks[clicks["session_id"].isin(set(picked["session_id"]))].sort_values(["session_id", "ts"], kind="stable")
+    by_session = dict(tuple(picked_clicks.groupby("session_id", sort=False)))
 
     items = []
     for row in picked.to_dict("records"):

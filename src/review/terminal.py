@@ -30,7 +30,7 @@ KeyReader = Callable[[], str]
 
 @dataclass
 class TerminalResult:
-    """What one terminal review did: labels written per label, sessions skipped, and why it stopped."""
+    """Outcome of one terminal review: labels written per label, sessions skipped, and the reason it stopped."""
 
     labelled: dict[str, int] = field(default_factory=dict)
     skipped: int = 0

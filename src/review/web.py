@@ -81,11 +81,11 @@ class ReviewPageAuth:
         """Return the form nonce of one queued session."""
         return hmac.new(self._nonce_key, session_id.encode(), hashlib.sha256).hexdigest()
 
-    def record_failure(self, request: Request, why: str) -> None:
+    def record_failure(self, request: Request, reason: str) -> None:
         """Log rejected requests: the first ten, then every hundredth."""
         self.failures += 1
         if self.failures <= 10 or self.failures % 100 == 0:
-            logger.warning("review page rejected %s %s: %s (%d rejections so far)", request.method, request.url.path, why, self.failures)
+            logger.warning("review page rejected %s %s: %s (%d rejections so far)", request.method, request.url.path, reason, self.failures)
 
 
 def create_review_app(desk: ReviewDesk, token: str, cookie_name: str) -> FastAPI:
@@ -209,13 +209,15 @@ def render_page(desk: ReviewDesk, auth: ReviewPageAuth, item: ReviewItem | None,
     if item is None:
         parts.append("<p id='done'>No session left to review.</p>")
     else:
-        parts.append(_item_html(item, desk.settings.max_text_chars))
-        parts.append(_form_html(item, auth.nonce(item.session_id), desk.labels, desk.settings.max_note_chars))
+        summary, requests = _item_html(item, desk.settings.max_text_chars)
+        form = _form_html(item, auth.nonce(item.session_id), desk.labels, desk.settings.max_note_chars)
+        parts += [summary, form, requests]
     parts.append("</body></html>")
     return "".join(parts)
 
 
-def _item_html(item: ReviewItem, limit: int) -> str:
+def _item_html(item: ReviewItem, limit: int) -> tuple[str, str]:
+    """Return the session summary with its reasons, and the table of its requests."""
     e = html.escape
     facts = [
         ("session", f"<span id='session-id'>{e(item.session_id)}</span>"),
@@ -232,11 +234,12 @@ def _item_html(item: ReviewItem, limit: int) -> str:
         for r in item.requests
     )  # fmt: skip
     omitted = f"<p>{item.requests_omitted} more requests not kept.</p>" if item.requests_omitted else ""
-    return (
-        f"<table id='facts'>{rows}</table><h2>Top reasons</h2><ul id='reasons'>{reasons}</ul>"
+    summary = f"<table id='facts'>{rows}</table><h2>Top reasons</h2><ul id='reasons'>{reasons}</ul>"
+    table = (
         "<h2>Requests</h2><table id='requests'><tr><th>time</th><th>method</th><th>path</th><th>status</th>"
         f"<th>referrer</th><th>kind</th></tr>{requests}</table>{omitted}"
     )
+    return summary, table
 
 
 def _form_html(item: ReviewItem, nonce: str, labels: list[str], max_note_chars: int) -> str:

@@ -17,7 +17,7 @@ from src.train.tracking import tracking_uri
 
 logger = logging.getLogger(__name__)
 
-# MLflow error codes of a registry that answered but has no such model or alias.
+# MLflow error codes of a registry that responded but has no such model or alias.
 NOT_FOUND_ERROR_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 

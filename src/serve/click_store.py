@@ -51,7 +51,7 @@ from src.data.schema import RAW_EVENT_COLUMNS, RAW_EVENT_SCHEMA
 
 logger = logging.getLogger(__name__)
 
-# Raw event columns that say where a log line came from; the store sets them on export.
+# Raw event columns that record where a log line came from. The export sets them.
 PROVENANCE_COLUMNS: tuple[str, ...] = ("source", "line_no", "source_format")
 STORED_RAW_COLUMNS: tuple[str, ...] = tuple(c for c in RAW_EVENT_COLUMNS if c not in PROVENANCE_COLUMNS)
 OUTCOME_COLUMNS: tuple[str, ...] = ("session_id", "bot_probability", "decision", "model_version", "received_at")
@@ -145,13 +145,17 @@ class ClickStore:
         self._created = True
 
     def insert(self, records: list[dict[str, Any]]) -> None:
-        """Insert records (dicts with RECORD_COLUMNS) in one transaction."""
+        """Insert records (dicts with RECORD_COLUMNS) in one transaction.
+
+        Times are converted to UTC first, because SQLite stores them without an offset.
+        """
         if not records:
             return
         if not self._created:
             self.create_table()
+        rows = [{**r, "ts": as_utc(r["ts"]), "received_at": as_utc(r["received_at"])} for r in records]
         with self.engine.begin() as connection:
-            connection.execute(insert(self.table), records)
+            connection.execute(insert(self.table), rows)
 
     def check_writable(self) -> None:
         """Insert a probe row and roll it back; raises the driver's error when writes fail."""
@@ -173,8 +177,8 @@ class ClickStore:
     def iter_rows(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
         """Yield stored rows in id order, with `ts` and `received_at` as UTC datetimes.
 
-        Reads READ_BATCH_ROWS rows per query by id range, so a service inserting at the same
-        time never blocks the reader and is never blocked by it.
+        Reads READ_BATCH_ROWS rows per query by id range, so each query is short and holds no
+        lock for long while the service inserts.
         """
         last_id = 0
         while True:

@@ -59,7 +59,6 @@ def serve(
         log_level=str(cfg.serve.log_level),
         access_log=bool(cfg.serve.access_log),
         timeout_graceful_shutdown=int(cfg.serve.graceful_shutdown_timeout_s),
-        workers=None,
     )
 
 
@@ -77,7 +76,9 @@ def export_clicks(
 
     cfg = load_service_config(params_file, [])
     store = StoreSettings.from_config(cfg.serve.store)
-    start = None if since is None else (since if since.tzinfo else since.replace(tzinfo=UTC))
+    start = since
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
     count = export_click_store(store.url, store.table, out, start)
     typer.echo(f"wrote {count} clicks to {out}")
 

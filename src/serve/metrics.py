@@ -16,6 +16,11 @@ class ServiceMetrics:
 
     def __init__(self, latency_buckets_s: Sequence[float]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._add_request_metrics(latency_buckets_s)
+        self._add_model_metrics()
+        self._add_store_metrics()
+
+    def _add_request_metrics(self, latency_buckets_s: Sequence[float]) -> None:
         registry = self.registry
         self.http_requests = Counter(
             f"{PREFIX}_http_requests", "HTTP requests by route and status code.", ["route", "status"], registry=registry
@@ -30,6 +35,11 @@ class ServiceMetrics:
         self.clicks_scored = Counter(
             f"{PREFIX}_clicks_scored", "Scored clicks by decision.", ["decision"], registry=registry
         )
+        for decision in DECISIONS:
+            self.clicks_scored.labels(decision=decision)
+
+    def _add_model_metrics(self) -> None:
+        registry = self.registry
         self.fallback_clicks = Counter(
             f"{PREFIX}_fallback_clicks", "Clicks scored by the rule fallback because no model was loaded.",
             registry=registry,
@@ -42,6 +52,11 @@ class ServiceMetrics:
         self.registry_errors = Counter(
             f"{PREFIX}_registry_errors", "Failed registry polls and model loads.", ["kind"], registry=registry
         )
+        for kind in ("poll", "load"):
+            self.registry_errors.labels(kind=kind)
+
+    def _add_store_metrics(self) -> None:
+        registry = self.registry
         self.store_rows_written = Counter(
             f"{PREFIX}_store_rows_written", "Clicks inserted into the click store.", registry=registry
         )
@@ -49,17 +64,13 @@ class ServiceMetrics:
             f"{PREFIX}_store_write_errors", "Failed click store inserts (each is retried).", registry=registry
         )
         self.store_spilled = Counter(
-            f"{PREFIX}_store_spilled", "Clicks appended to the spill file because the writer queue was full.",
+            f"{PREFIX}_store_spilled", "Clicks appended to the spill file because serve.store.queue_max clicks were pending.",
             registry=registry,
         )
         self.store_lost = Counter(
-            f"{PREFIX}_store_lost", "Clicks that could be neither queued nor spilled; each one is logged.",
+            f"{PREFIX}_store_lost", "Clicks that could be neither queued nor spilled; each loss is logged.",
             registry=registry,
         )
-        for decision in DECISIONS:
-            self.clicks_scored.labels(decision=decision)
-        for kind in ("poll", "load"):
-            self.registry_errors.labels(kind=kind)
 
     def add_gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """Expose a value that is read on every scrape, such as the store queue depth."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
+from typing import Any
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,6 +29,9 @@ class RequestGuardMiddleware:
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.routes = frozenset(routes)
+        # Metric children by label values, because `labels()` costs a lookup with locking per call.
+        self._latency = {route: metrics.latency.labels(route=route) for route in (*self.routes, OTHER_ROUTE)}
+        self._counts: dict[tuple[str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,8 +54,15 @@ class RequestGuardMiddleware:
                 return
             await self.app(scope, self._limited(receive), send_with_status)
         finally:
-            self.metrics.http_requests.labels(route=route, status=str(status)).inc()
-            self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
+            self._latency[route].observe(time.perf_counter() - started)
+            self._count(route, status)
+
+    def _count(self, route: str, status: int) -> None:
+        counter = self._counts.get((route, status))
+        if counter is None:
+            counter = self.metrics.http_requests.labels(route=route, status=str(status))
+            self._counts[(route, status)] = counter
+        counter.inc()
 
     @staticmethod
     def _declared_length(scope: Scope) -> int:

@@ -1,7 +1,7 @@
 """Keep the champion model loaded and swap in a new version when the alias moves.
 
 Registry calls and model loads run in worker threads, so requests keep being scored
-meanwhile. A swap replaces one reference, so each request sees the old or the new model
+meanwhile. A swap replaces one reference, so each request gets the old or the new model
 and never a mix. If the registry cannot be read, the loaded model stays in use.
 """
 
@@ -90,7 +90,7 @@ def warm_up(model: ActiveModel, top_reasons_count: int) -> None:
 
 
 class ModelWatcher:
-    """Polls `models:/<name>@<alias>` and holds the model in use (`current`, None for rules)."""
+    """Poller of `models:/<name>@<alias>` that keeps the model in use (`current`, None for rules)."""
 
     def __init__(
         self, cfg: DictConfig, settings: ServeSettings, feature_names: Sequence[str], metrics: ServiceMetrics
@@ -114,7 +114,7 @@ class ModelWatcher:
         """Poll the alias once and load a new version if it moved; returns what happened.
 
         The result is "unchanged", "swapped", "no_champion", "registry_error" or
-        "load_error". Errors are logged and counted, never raised.
+        "load_error". Errors are logged and counted, not raised.
         """
         async with self._lock:
             self.status.polls += 1

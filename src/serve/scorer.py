@@ -36,7 +36,7 @@ Reason = dict[str, Any]
 
 @dataclass
 class ScoredClick:
-    """The service's answer for one click, and the row it stores."""
+    """The service's response for one click, and the row it stores."""
 
     bot_probability: float
     decision: str
@@ -140,13 +140,13 @@ class ClickScorer:
         decisions = [decide(float(p), model.flag_threshold, model.block_threshold) for p in probabilities]
 
         reasons: list[list[Reason]] = [[] for _ in decisions]
-        wanted = [i for i, d in enumerate(decisions) if explain[i] or d in self._settings.explain_decisions]
-        if wanted and self._settings.top_reasons > 0:
+        explained_rows = [i for i, d in enumerate(decisions) if explain[i] or d in self._settings.explain_decisions]
+        if explained_rows and self._settings.top_reasons > 0:
             explained = top_reasons(
-                model.loaded.booster, columns[wanted], model.loaded.meta.feature_names,
+                model.loaded.booster, columns[explained_rows], model.loaded.meta.feature_names,
                 self.descriptions, self._settings.top_reasons,
             )
-            for index, row_reasons in zip(wanted, explained, strict=True):
+            for index, row_reasons in zip(explained_rows, explained, strict=True):
                 reasons[index] = row_reasons
         return [(float(p), d, model.version, r) for p, d, r in zip(probabilities, decisions, reasons, strict=True)]
 

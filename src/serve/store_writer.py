@@ -1,9 +1,9 @@
 """Write scored clicks to the click store from a background thread, in batches.
 
-Requests only put records on a bounded queue. When the queue is full, records are
-appended to a JSON-lines spill file instead, and the writer inserts that file once the
-queue is empty again. A failed insert is retried every `retry_interval_s` seconds. On
-shutdown the writer inserts everything queued. If the store still fails after
+Requests only append records to a queue. When `queue_max` clicks are pending (queued or
+being inserted), further records go to a JSON-lines spill file instead, and the writer
+inserts that file after the queue. A failed insert is retried every `retry_interval_s`
+seconds. On shutdown the writer inserts everything queued. If the store still fails after
 `shutdown_timeout_s`, the rest goes to the spill file, which the next start inserts.
 A click is lost only when the spill file cannot be written either, and that is logged
 and counted in `botclick_store_lost_total`.
@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,13 +35,10 @@ REJECTED_SUFFIX = ".rejected"
 
 @dataclass
 class _FlushRequest:
-    """Queue marker: everything queued before it is inserted when `done` is set."""
+    """Request to insert everything queued before it; `done` is set when that finished or failed."""
 
     done: threading.Event = field(default_factory=threading.Event)
     ok: bool = False
-
-
-_STOP = object()
 
 
 class SpillFile:
@@ -98,24 +95,33 @@ def _from_json(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 class ClickStoreWriter:
-    """Queue of scored clicks and the thread that inserts them into the store."""
+    """Pending scored clicks and the thread that inserts them into the store.
+
+    Requests append to a deque, which wakes no thread. The writer wakes every
+    `flush_interval_s` seconds, or once `batch_size` clicks are pending, so the request
+    thread rarely has to hand the GIL to it.
+    """
 
     def __init__(self, store: ClickStore, settings: StoreSettings, metrics: ServiceMetrics) -> None:
         self.store = store
         self._settings = settings
         self._metrics = metrics
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_max)
+        self._pending: deque[dict[str, Any]] = deque()
+        self._flush_requests: deque[_FlushRequest] = deque()
+        self._wake = threading.Event()
         self._spill = SpillFile(settings.spill_path)
         self._stopping = threading.Event()
         self._stop_deadline = float("inf")
         self._thread = threading.Thread(target=self._run, name="click-store-writer", daemon=True)
         self.writable = False
         self.last_error: str | None = None
+        # Clicks the writer thread has taken but not inserted yet; only that thread sets it.
+        self._in_flight = 0
 
     @property
     def queue_depth(self) -> int:
-        """Records waiting for the writer (approximate, as for any queue.Queue)."""
-        return self._queue.qsize()
+        """Clicks accepted but not yet inserted or spilled."""
+        return len(self._pending) + self._in_flight
 
     @property
     def running(self) -> bool:
@@ -123,7 +129,7 @@ class ClickStoreWriter:
         return self._thread.is_alive()
 
     def start(self) -> None:
-        """Check that the store takes writes, insert any spill left by a previous run, start the thread."""
+        """Check that the store takes writes, then start the thread (which first inserts any old spill)."""
         try:
             self.store.check_writable()
             self._set_writable(True, None)
@@ -133,24 +139,19 @@ class ClickStoreWriter:
         self._thread.start()
 
     def submit(self, records: list[dict[str, Any]]) -> None:
-        """Queue records without waiting; when the queue is full, append them to the spill file."""
-        overflow = []
-        for index, record in enumerate(records):
-            try:
-                self._queue.put_nowait(record)
-            except queue.Full:
-                overflow = records[index:]
-                break
-        if overflow:
-            self._spill_records(overflow)
+        """Queue records without waiting; past `queue_max` pending clicks, append them to the spill file."""
+        room = max(0, self._settings.queue_max - self.queue_depth)
+        self._pending.extend(records if room >= len(records) else records[:room])
+        if len(self._pending) >= self._settings.batch_size:
+            self._wake.set()
+        if len(records) > room:
+            self._spill_records(records[room:])
 
     def flush(self, timeout_s: float) -> bool:
-        """Insert everything queued so far; returns False when that did not finish in `timeout_s`."""
+        """Insert everything queued so far; returns False when that failed or took over `timeout_s`."""
         request = _FlushRequest()
-        try:
-            self._queue.put(request, timeout=timeout_s)
-        except queue.Full:
-            return False
+        self._flush_requests.append(request)
+        self._wake.set()
         return request.done.wait(timeout_s) and request.ok
 
     def close(self) -> None:
@@ -161,7 +162,7 @@ class ClickStoreWriter:
         """
         self._stop_deadline = time.monotonic() + self._settings.shutdown_timeout_s
         self._stopping.set()
-        self._queue.put(_STOP)
+        self._wake.set()
         self._thread.join()
         self.store.dispose()
 
@@ -176,32 +177,35 @@ class ClickStoreWriter:
         logger.warning("writer queue full: appended %d clicks to %s", len(records), self._spill.path)
 
     def _run(self) -> None:
-        batch: list[dict[str, Any]] = []
-        deadline = 0.0
         self._import_spill()
         while True:
-            timeout = self._settings.flush_interval_s if not batch else max(0.0, deadline - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
+            self._wake.wait(self._settings.flush_interval_s)
+            self._wake.clear()
+            stopping = self._stopping.is_set()
+            flushes = [self._flush_requests.popleft() for _ in range(len(self._flush_requests))]
 
-            if isinstance(item, dict):
-                if not batch:
-                    deadline = time.monotonic() + self._settings.flush_interval_s
-                batch.append(item)
-                if len(batch) < self._settings.batch_size:
-                    continue
-            batch_ok = self._write(batch)
-            batch = []
-            if item is _STOP:
-                self._drain_after_stop()
+            ok = self._write_pending()
+            if stopping:
+                ok = self._write_pending() and ok
+            ok = self._import_spill() and ok
+            for request in flushes:
+                request.ok = ok
+                request.done.set()
+            if stopping:
+                if not ok:
+                    logger.error("spilled clicks stay in %s and %s; the next start inserts them", self._spill.path, self._spill.importing)
                 return
-            if isinstance(item, _FlushRequest):
-                item.ok = batch_ok and self._import_spill()
-                item.done.set()
-            elif self._queue.empty():
-                self._import_spill()
+
+    def _write_pending(self) -> bool:
+        """Insert the pending clicks in batches of at most batch_size; returns False if one was spilled."""
+        ok = True
+        while self._pending:
+            size = min(self._settings.batch_size, len(self._pending))
+            batch = [self._pending.popleft() for _ in range(size)]
+            self._in_flight = size
+            ok = self._write(batch) and ok
+            self._in_flight = 0
+        return ok
 
     def _write(self, records: list[dict[str, Any]]) -> bool:
         """Insert records, retrying until it works or, after stop, until the shutdown deadline."""
@@ -223,23 +227,6 @@ class ClickStoreWriter:
                 self._spill_records(records)
                 return False
             time.sleep(self._settings.retry_interval_s)
-
-    def _drain_after_stop(self) -> None:
-        """Insert what was queued behind the stop marker, then any spill file."""
-        rest = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, dict):
-                rest.append(item)
-            elif isinstance(item, _FlushRequest):
-                item.done.set()
-        for start in range(0, len(rest), self._settings.batch_size):
-            self._write(rest[start : start + self._settings.batch_size])
-        if not self._import_spill():
-            logger.error("spilled clicks stay in %s; the next start inserts them", self._spill.path)
 
     def _import_spill(self) -> bool:
         """Insert the spill file in one transaction; returns False when it stays for later."""

@@ -97,6 +97,25 @@ def _share(flags: np.ndarray) -> float | None:
     return float(np.mean(flags)) if len(flags) else None
 
 
+def reviewed_metrics(sessions: pd.DataFrame, scores: np.ndarray, threshold: float) -> dict[str, object] | None:
+    """Return metrics on human-reviewed test sessions, the most trustworthy labels, or None without any."""
+    reviewed = (sessions["label_source"] == "review").to_numpy()
+    if not reviewed.any():
+        return None
+    labels = sessions["label"].to_numpy()[reviewed]
+    flagged = scores[reviewed] >= threshold
+    result: dict[str, object] = {
+        "sessions": int(reviewed.sum()),
+        "bot_sessions": int(labels.sum()),
+        "recall_at_threshold": _share(flagged[labels == 1]),
+        "flag_rate_human": _share(flagged[labels == 0]),
+        "precision_at_threshold": _share(labels[flagged] == 1),
+    }
+    if len(np.unique(labels)) == 2:
+        result.update(ranking_metrics(labels, scores[reviewed]))
+    return result
+
+
 def evaluate_levels(test: pd.DataFrame, booster: xgb.Booster, meta: ModelMeta, cfg: DictConfig) -> tuple[dict, dict]:
     """Compute metrics.json content and evaluation details for the test rows."""
     target_fpr = float(cfg.evaluate.target_fpr)
@@ -129,6 +148,7 @@ def evaluate_levels(test: pd.DataFrame, booster: xgb.Booster, meta: ModelMeta, c
         "recall_at_threshold": _share(flagged[labels == 1]),
         "flag_rate_human": _share(flagged[labels == 0]),
         "flag_rate_presumed_human": _share(flagged[presumed_human]),
+        "reviewed": reviewed_metrics(sessions, session_scores, meta.threshold),
     }
     return metrics, details
 
@@ -159,6 +179,9 @@ def log_runs(metrics: dict, details: dict, meta: ModelMeta, plot_files: list[Pat
     for key in ("recall_at_threshold", "flag_rate_human", "flag_rate_presumed_human"):
         if details[key] is not None:
             client.log_metric(meta.run_id, key, details[key])
+    for name, value in (details["reviewed"] or {}).items():
+        if isinstance(value, float) and np.isfinite(value):
+            client.log_metric(meta.run_id, f"reviewed_{name}", value)
     for family, value in metrics["families"].items():
         client.log_metric(meta.run_id, f"holdout_flag_rate_{family}", value)
     for path in plot_files:

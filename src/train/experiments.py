@@ -26,6 +26,7 @@ from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,9 @@ SIMULATED_DIR = "simulated"
 WEIGHT = "_weight"
 ANOMALY_COLUMN = "anomaly_score"
 UNLABELED_SOURCE = "none"
+# Row column that marks the unlabeled rows of positive-unlabeled learning, when a variant
+# sets it; without it, the presumed-human rows (label source "none") are the unlabeled ones.
+UNLABELED = "_unlabeled"
 # Keeps the Elkan-Noto odds g / (1 - g) finite where the classifier returns exactly 1.
 PROBABILITY_CEILING = 1.0 - 1e-6
 REPORT_BEGIN = "<!-- BEGIN botclick experiments: generated, rerun the command to update -->"
@@ -102,12 +106,17 @@ class Variant:
 # ---------------------------------------------------------------- data preparation
 
 
+def with_overrides(cfg: DictConfig, values: dict[str, object]) -> DictConfig:
+    """Return a copy of `cfg` with dotted keys set, e.g. {"train.mask_ua_fraction": 0.0}."""
+    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    for key, value in values.items():
+        OmegaConf.update(copy, key, value)
+    return copy
+
+
 def stage_config(cfg: DictConfig, workdir: Path) -> DictConfig:
     """Return a copy of `cfg` that mixes in the simulation written to `workdir`."""
-    staged = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    OmegaConf.update(staged, "paths.sim_dir", str(workdir / SIMULATED_DIR))
-    OmegaConf.update(staged, "data.mix_simulated", True)
-    return staged
+    return with_overrides(cfg, {"paths.sim_dir": str(workdir / SIMULATED_DIR), "data.mix_simulated": True})
 
 
 def reviews_file(cfg: DictConfig, workdir: Path) -> Path:
@@ -138,7 +147,8 @@ def prepare_data(log_files: list[LogFile], cfg: DictConfig, workdir: Path) -> Pr
     simulate(cfg, sim_dir)
     sim_files = discover_log_files(sim_dir, list(cfg.data.log_globs), list(cfg.data.jsonl_globs))
 
-    raw, events_path, labels_path, features_path = (workdir / n for n in ("raw.parquet", "events.parquet", "labels.parquet", "features.parquet"))
+    raw = workdir / "raw.parquet"
+    events_path, labels_path, features_path = workdir / "events.parquet", workdir / "labels.parquet", workdir / "features.parquet"
     collect_files([*log_files, *sim_files], raw, workdir / "quarantine.jsonl", workdir / "collect.json", cfg)
     preprocess(raw, events_path, workdir / "preprocess.json", cfg)
     ground_truth = sim_dir / str(cfg.simulate.ground_truth_file)
@@ -159,14 +169,6 @@ def prepare_data(log_files: list[LogFile], cfg: DictConfig, workdir: Path) -> Pr
 
 
 # ---------------------------------------------------------------- training helpers
-
-
-def with_overrides(cfg: DictConfig, values: dict[str, object]) -> DictConfig:
-    """Return a copy of `cfg` with dotted keys set, e.g. {"train.mask_ua_fraction": 0.0}."""
-    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    for key, value in values.items():
-        OmegaConf.update(copy, key, value)
-    return copy
 
 
 def with_rows(data: Dataset, rows: pd.DataFrame, extra_columns: tuple[str, ...] = ()) -> Dataset:
@@ -272,13 +274,15 @@ def honeypot_labelled(prepared: PreparedData) -> Dataset:
     A simulated session is a bot when it requested a honeypot path or declares a crawler
     user agent, and presumed human otherwise, as the labels stage labels real sessions.
     `label_source` stays "simulator", so that headline metrics and the threshold still
-    use the real sessions only.
+    use the real sessions only. UNLABELED marks the label-0 sessions, real and simulated,
+    for the positive-unlabeled variants that start from these labels.
     """
     rows = prepared.dataset.rows
     simulated = rows["label_source"] == "simulator"
     honeypot = rows["session_id"].isin(prepared.honeypot_sessions)
     label = np.where(simulated, (honeypot | rows["declared_crawler"]).astype(int), rows["label"])
-    return with_rows(prepared.dataset, rows.assign(label=label))
+    unlabeled = (label == 0) & (simulated | (rows["label_source"] == UNLABELED_SOURCE)).to_numpy()
+    return with_rows(prepared.dataset, rows.assign(label=label, **{UNLABELED: unlabeled}))
 
 
 def train_honeypot_labels(prepared: PreparedData, cfg: DictConfig) -> Candidate:
@@ -291,14 +295,44 @@ def train_honeypot_labels(prepared: PreparedData, cfg: DictConfig) -> Candidate:
     return candidate
 
 
+def benign_automation_families() -> list[str]:
+    """Return the simulator families that are automated but not bots (feed readers, uptime monitors)."""
+    return [name for name, (is_bot, automated) in FAMILY_POLICY.items() if automated and not is_bot]
+
+
+def train_automation_as_bot(prepared: PreparedData, cfg: DictConfig) -> Candidate:
+    """Train with simulated benign automation labelled 1, as real feed readers and monitors are.
+
+    In real logs most feed readers and uptime monitors declare themselves, so the labels
+    stage gives them label 1 (declared crawler), while the simulator's ground truth gives
+    the same traffic label 0. This variant makes the simulated labels match the real ones.
+    """
+    rows = prepared.dataset.rows
+    benign = (rows["label_source"] == "simulator") & rows["family"].isin(benign_automation_families())
+    data = with_rows(prepared.dataset, rows.assign(label=np.where(benign, 1, rows["label"])))
+    return trained_candidate(fit_booster(data, cfg), data, cfg)
+
+
 # ---------------------------------------------------------------- variants: positive-unlabeled
+
+
+def unlabeled_rows(rows: pd.DataFrame) -> np.ndarray:
+    """Return a mask of the unlabeled rows: the UNLABELED column, else the presumed-human rows."""
+    if UNLABELED in rows.columns:
+        return rows[UNLABELED].to_numpy(dtype=bool)
+    return (rows["label_source"] == UNLABELED_SOURCE).to_numpy()
+
+
+def pu_dataset(prepared: PreparedData, honeypot_only: bool) -> Dataset:
+    """Return the dataset a PU variant starts from: as labelled, or with honeypot labels for simulated sessions."""
+    return honeypot_labelled(prepared) if honeypot_only else prepared.dataset
 
 
 def train_pu_weighted(prepared: PreparedData, cfg: DictConfig, unlabeled_weight: float) -> Candidate:
     """Train with presumed-human rows down-weighted: unlabeled, not surely negative."""
     data = prepared.dataset
     train_rows = masked_train_rows(data, cfg)
-    unlabeled = (train_rows["label_source"] == UNLABELED_SOURCE).to_numpy()
+    unlabeled = unlabeled_rows(train_rows)
     train_rows[WEIGHT] = np.where(unlabeled, train_rows[WEIGHT] * unlabeled_weight, train_rows[WEIGHT])
     booster = fit_weighted_booster(train_rows, data.part(VALID), data.feature_names, cfg)
     return trained_candidate(booster, data, cfg)
@@ -334,7 +368,7 @@ def elkan_noto_rows(train_rows: pd.DataFrame, scores: np.ndarray) -> tuple[pd.Da
     g = np.minimum(scores, PROBABILITY_CEILING)
     bot_weight = np.clip((1.0 - c) / c * g / (1.0 - g), 0.0, 1.0)
 
-    unlabeled = (train_rows["label_source"] == UNLABELED_SOURCE).to_numpy()
+    unlabeled = unlabeled_rows(train_rows)
     as_bot = train_rows[unlabeled].assign(label=1, **{WEIGHT: weights[unlabeled] * bot_weight[unlabeled]})
     as_human = train_rows[unlabeled].assign(**{WEIGHT: weights[unlabeled] * (1.0 - bot_weight[unlabeled])})
     rows = pd.concat([train_rows[~unlabeled], as_bot, as_human], ignore_index=True)
@@ -344,9 +378,9 @@ def elkan_noto_rows(train_rows: pd.DataFrame, scores: np.ndarray) -> tuple[pd.Da
     return rows, {"label_frequency_c": c, "unlabeled_bot_share": share}
 
 
-def train_pu_elkan_noto(prepared: PreparedData, cfg: DictConfig, folds: int) -> Candidate:
+def train_pu_elkan_noto(prepared: PreparedData, cfg: DictConfig, folds: int, honeypot_only: bool = False) -> Candidate:
     """Train with Elkan-Noto weights from out-of-fold labeled-vs-unlabeled scores."""
-    data = prepared.dataset
+    data = pu_dataset(prepared, honeypot_only)
     train_rows = masked_train_rows(data, cfg)
     scores = out_of_fold_scores(train_rows, data.part(VALID), data.feature_names, cfg, folds)
     rows, diagnostics = elkan_noto_rows(train_rows, scores)
@@ -369,15 +403,15 @@ def spy_rows(train_rows: pd.DataFrame, valid_rows: pd.DataFrame, names: list[str
     scores = session_scores(fit_weighted_booster(spied, valid_rows, names, cfg), spied, names)
 
     cutoff = float(np.quantile(scores[scores.index.isin(spies)], float(pu.spy_quantile))) if spies else math.inf
-    unlabeled = train_rows.loc[train_rows["label_source"] == UNLABELED_SOURCE, "session_id"].unique()
+    unlabeled = train_rows.loc[unlabeled_rows(train_rows), "session_id"].unique()
     dropped = set(scores.index[(scores >= cutoff) & scores.index.isin(unlabeled)])
     kept = train_rows[~train_rows["session_id"].isin(dropped)]
     return kept, {"spy_cutoff": cutoff, "unlabeled_sessions_dropped": float(len(dropped)), "unlabeled_sessions": float(len(unlabeled))}
 
 
-def train_pu_spy(prepared: PreparedData, cfg: DictConfig) -> Candidate:
+def train_pu_spy(prepared: PreparedData, cfg: DictConfig, honeypot_only: bool = False) -> Candidate:
     """Train on labelled bots against reliable negatives found with spies."""
-    data = prepared.dataset
+    data = pu_dataset(prepared, honeypot_only)
     rows, diagnostics = spy_rows(masked_train_rows(data, cfg), data.part(VALID), data.feature_names, cfg)
     booster = fit_weighted_booster(rows, data.part(VALID), data.feature_names, cfg)
     return trained_candidate(booster, data, cfg, diagnostics=diagnostics)
@@ -437,6 +471,10 @@ def build_variants(cfg: DictConfig) -> dict[str, Variant]:
             train_honeypot_labels, {"labels.simulated": "honeypot+declared_crawler"},
         ),
         Variant(
+            "automation_as_bot", "simulated feed readers and uptime monitors labelled 1, as declared crawlers in real logs are",
+            train_automation_as_bot, {"labels.benign_automation": 1},
+        ),
+        Variant(
             "pu_unlabeled_weight", f"presumed-human rows weighted {float(pu.unlabeled_weight):g} (unlabeled, not negative)",
             partial(train_pu_weighted, unlabeled_weight=float(pu.unlabeled_weight)), {"pu.unlabeled_weight": float(pu.unlabeled_weight)},
         ),
@@ -447,6 +485,14 @@ def build_variants(cfg: DictConfig) -> dict[str, Variant]:
         Variant(
             "pu_spy", f"spy technique: {float(pu.spy_fraction):g} of bots hidden, reliable negatives below their {float(pu.spy_quantile):g} quantile",
             train_pu_spy, {"pu.spy_fraction": float(pu.spy_fraction), "pu.spy_quantile": float(pu.spy_quantile)},
+        ),
+        Variant(
+            "honeypot_pu_elkan_noto", "honeypot labels for simulated sessions, then Elkan-Noto with every other simulated session unlabeled",
+            partial(train_pu_elkan_noto, folds=int(pu.folds), honeypot_only=True), {"pu.folds": int(pu.folds), "labels.simulated": "honeypot+declared_crawler"},
+        ),
+        Variant(
+            "honeypot_pu_spy", "honeypot labels for simulated sessions, then the spy technique with every other simulated session unlabeled",
+            partial(train_pu_spy, honeypot_only=True), {"pu.spy_fraction": float(pu.spy_fraction), "labels.simulated": "honeypot+declared_crawler"},
         ),
         Variant(
             "anomaly_feature", "IsolationForest score of the behavioural features as an extra column",
@@ -492,7 +538,7 @@ def holdout_metrics(candidate: Candidate, holdout: pd.DataFrame, cfg: DictConfig
 
     metrics = {f"holdout_recall_{name}": recall_at_threshold(scores[family == name], sim_threshold) for name in np.unique(family)}
     bots = [name for name, (is_bot, _) in FAMILY_POLICY.items() if is_bot and name in set(family)]
-    benign = [name for name, (is_bot, automated) in FAMILY_POLICY.items() if automated and not is_bot]
+    benign = benign_automation_families()
     bot_recalls = [metrics[f"holdout_recall_{name}"] for name in bots]
     metrics["holdout_bot_recall_min"] = float(np.min(bot_recalls))
     metrics["holdout_bot_recall_mean"] = float(np.mean(bot_recalls))
@@ -618,6 +664,14 @@ def format_value(result: VariantResult, name: str, digits: int = 3) -> str:
     if len(result.per_seed) < 2:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {result.spread(name):.{digits}f}"
+
+
+def public_uri(uri: str) -> str:
+    """Return a tracking URI without any user name or password in it, for reports."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def machine_description() -> str:
@@ -747,7 +801,7 @@ def run_experiments(
             "command": command,
             "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "minutes": f"{(time.perf_counter() - started) / 60:.1f}",
-            "tracking_uri": tracking_uri(cfg),
+            "tracking_uri": public_uri(tracking_uri(cfg)),
             "batch": batch,
         }
         write_report(out, report_block(results, prepared, cfg, context))

@@ -23,6 +23,8 @@ from src.train.model_io import predict_proba
 
 logger = logging.getLogger(__name__)
 
+# Metric differences below this are floating-point noise, not an improvement.
+METRIC_TOLERANCE = 1e-9
 # Rules the first model must beat; src/train/baselines.py computes them.
 BASELINES = ("ua_list", "rate_rule")
 
@@ -79,7 +81,7 @@ def challenger_decision(new_value: float, old_value: float, cfg: DictConfig) -> 
     margin = float(cfg.evaluate.min_improvement)
     if math.isnan(old_value):
         return PromotionDecision(False, f"champion could not be scored on the current features; {metric} {new_value:.4f} not compared")
-    if new_value > old_value + margin:
+    if new_value > old_value + margin + METRIC_TOLERANCE:
         return PromotionDecision(True, f"{metric} {new_value:.4f} beats champion {old_value:.4f} by more than {margin}", champion_metric=old_value)
     return PromotionDecision(False, f"{metric} {new_value:.4f} does not beat champion {old_value:.4f} by more than {margin}", champion_metric=old_value)
 
@@ -103,8 +105,11 @@ def register(model_uri: str, run_id: str, decision: PromotionDecision, cfg: Dict
     """Register the model, set the champion or challenger alias, and record the reason."""
     client = MlflowClient()
     name = str(cfg.mlflow.registered_model)
+    previous = champion_version(client, cfg)
     registered = mlflow.register_model(model_uri, name)
     decision.version = str(registered.version)
+    if decision.promote and previous is not None:
+        client.set_model_version_tag(name, previous, "role", "former_champion")
 
     alias = cfg.mlflow.champion_alias if decision.promote else cfg.mlflow.challenger_alias
     client.set_registered_model_alias(name, str(alias), decision.version)

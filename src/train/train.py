@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 # Booster settings that are not xgboost.train "params" but arguments of their own.
 TRAIN_ARGUMENTS = ("num_boost_round", "early_stopping_rounds")
 INPUT_EXAMPLE_ROWS = 5
+# MLflow run name of the model; evaluate names the baseline runs next to it.
+MODEL_RUN_NAME = "xgboost"
 
 
 def booster_params(model_cfg: DictConfig, seed: int) -> dict[str, object]:
@@ -93,7 +95,7 @@ def operating_threshold(booster: xgb.Booster, data: Dataset, cfg: DictConfig) ->
 def log_to_mlflow(booster: xgb.Booster, meta: ModelMeta, data: Dataset, cfg: DictConfig) -> ModelMeta:
     """Log params, the model (with signature and input example), features and versions."""
     configure_tracking(cfg)
-    with mlflow.start_run(run_name="xgboost") as run:
+    with mlflow.start_run(run_name=MODEL_RUN_NAME) as run:
         mlflow.set_tags({"model_type": "xgboost", "git_commit": meta.git_commit, **meta.extra})
         mlflow.log_params({f"model.{k}": v for k, v in booster_params(cfg.model, int(cfg.seed)).items()})
         mlflow.log_params({f"train.{k}": v for k, v in OmegaConf.to_container(cfg.train, resolve=True).items()})

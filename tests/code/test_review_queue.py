@@ -36,14 +36,19 @@ def label_pipeline(workdir: Path) -> tuple[DictConfig, pd.DataFrame]:
     are presumed human (label_source "none").
     """
     from src.data.collect import collect
-    from src.data.labels import build_labels
     from src.data.preprocess import preprocess
     from src.data.simulate import simulate
 
     logs = workdir / "logs"
     simulate(compose_config(), logs, scale=SIMULATION_SCALE)
     cfg = workdir_config(
-        workdir, logs, [f"paths.ground_truth={workdir / 'no_ground_truth.csv'}", f"++review.queue_path={workdir / 'review/queue.db'}"]
+        workdir,
+        logs,
+        [
+            f"paths.ground_truth={workdir / 'no_ground_truth.csv'}",
+            f"++review.queue_path={workdir / 'review/queue.db'}",
+            "data.mix_simulated=false",
+        ],
     )
     p = {key: Path(str(value)) for key, value in cfg.paths.items()}
     collect(p["log_dir"], p["raw_events"], p["quarantine"], p["collect_report"], cfg)
@@ -187,7 +192,8 @@ def test_queue_skip_is_remembered(settings):
     desk = ReviewDesk(settings, "ana")
 
     assert [i.session_id for i in items] == ["s1", "s2"]
-    assert summary.flagged == 1 and summary.uncertain == 1
+    assert summary.flagged == 1
+    assert summary.uncertain == 1
     assert desk.next_item().session_id == "s1"
     desk.skip("s1")
     assert desk.next_item().session_id == "s2"

@@ -59,7 +59,8 @@ def test_terminal_labels_skips_and_resumes(queued):
     assert first.stopped_by == "quit"
     shown = console.export_text()
     assert "Unknown key 'x'" in shown
-    assert session_ids[0] in shown and "top reasons" in shown
+    assert session_ids[0] in shown
+    assert "top reasons" in shown
     rows = review_rows(settings.reviews_path)
     assert [(r["session_id"], r["label"], r["reviewer"], r["model_version"]) for r in rows] == [(session_ids[0], "bot", "ana", "5")]
 

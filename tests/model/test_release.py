@@ -23,6 +23,9 @@ from src.release.orchestrate import EXIT_CODES, GATE, SMOKE_TEST, release
 from src.release.service_process import SmokeTestError
 from src.release.settings import ReleaseSettings, compose_release_config
 from src.release.smoke import smoke_test
+from src.review.build import queue_from_click_store
+from src.review.queue import ReviewQueue
+from src.review.settings import ReviewSettings
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -100,6 +103,26 @@ def test_smoke_detail_recorded(first_release):
     assert smoke["events"] == 600
     assert smoke["max_abs_difference"] <= 1e-6
     assert smoke["p99_latency_ms"] > 0
+
+
+def test_smoke_click_store_feeds_review_queue(first_release, env_root):
+    """The clicks the smoke-tested service stored are queued for review, explained by the candidate."""
+    cfg, report = first_release
+    store = ReleaseSettings.from_config(cfg).workdir / "smoke" / "clicks.db"
+    review_cfg = compose_release_config(
+        "test", [*release_overrides(env_root), f"serve.store.url=sqlite:///{store}", f"review.queue_path={env_root / 'review.db'}"]
+    )
+    settings = ReviewSettings.from_config(review_cfg)
+
+    summary = queue_from_click_store(review_cfg, settings)
+
+    assert summary.flagged > 0
+    item = ReviewQueue(settings.queue_path).next_item(set())
+    assert item.reason == "flagged"
+    assert item.model_version == report.candidate_version
+    assert item.top_reasons
+    assert item.origin == "click_store:clicks"
+    assert item.requests and item.requests[0]["path"].startswith("/")
 
 
 def test_release_uses_env_test_paths(first_release, env_root):

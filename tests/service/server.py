@@ -68,7 +68,7 @@ class ServiceProcess:
         return self.workdir / f"service-{self.port}.log"
 
     def start(self) -> ServiceProcess:
-        """Start the service and wait until /healthz answers; raises with the log on failure."""
+        """Start the service and wait until /healthz returns 200; raises with the log on failure."""
         command = [
             sys.executable, "-m", "src.serve", "serve", "--params", str(self.params),
             "--port", str(self.port), *self.overrides,
@@ -92,6 +92,15 @@ class ServiceProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
             raise AssertionError(f"service did not stop within {STOP_TIMEOUT_S} s; log:\n{self.log()}") from None
+
+    def assert_clean_exit(self, exit_code: int) -> None:
+        """Check that the service ran its shutdown to the end.
+
+        uvicorn 0.55 re-raises the signal it caught after a graceful shutdown, so SIGTERM
+        gives exit code -15.
+        """
+        assert exit_code in (0, -signal.SIGTERM), self.log()
+        assert "Application shutdown complete" in self.log()
 
     def log(self) -> str:
         """Return the service log so far."""

@@ -62,6 +62,12 @@ def test_error_does_not_echo_client_ip(service):
     assert "198.51.100.300" not in response.text
 
 
+def test_bad_query_flag_is_422(service):
+    response = post(service, "/v1/score?include_features=maybe", dumps(click_json(1)))
+    assert response.status_code == 422
+    assert ["query", "include_features"] in field_locations(response)
+
+
 def test_invalid_json_is_422(service):
     response = post(service, "/v1/score", '{"ts": ')
     assert response.status_code == 422

@@ -1,4 +1,4 @@
-"""Registry outages keep the loaded model; without any model the service answers with the rules."""
+"""Registry outages keep the loaded model, and without any model the service scores with the rules."""
 
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ CRAWLER_AGENT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/
 BROWSER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
+def wait_until(condition: Callable[[], bool], description: str) -> None:
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.1)
-    raise AssertionError(f"timed out after {WAIT_S} s waiting for {what}")
+    raise AssertionError(f"timed out after {WAIT_S} s waiting for {description}")
 
 
 def score(url: str, index: int, **fields) -> dict:

@@ -1,4 +1,4 @@
-"""SIGTERM under load stores every answered click: from the queue, the spill file, or a later start."""
+"""SIGTERM under load stores every click that got a 200: from the queue, the spill file, or a later start."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ SIGTERM_AFTER_S = 2.0
 
 
 async def load_until_stopped(service: ServiceProcess) -> tuple[set[int], int]:
-    """Send clicks from WORKERS clients, SIGTERM the service mid-load; return answered indexes and attempts."""
+    """Send clicks from WORKERS clients and SIGTERM the service mid-load; return the indexes that got 200, and the attempts."""
     answered: set[int] = set()
     attempts = 0
     counter = iter(range(10**9))
@@ -60,12 +60,12 @@ def test_sigterm_stores_every_answered_click(trained_registry: TrainedRegistry, 
     exit_code = service.stop()
 
     stored = stored_indexes(tmp_path / "clicks.db")
-    assert exit_code == 0
+    service.assert_clean_exit(exit_code)
     assert len(answered) > 50
     assert answered <= set(stored)
     assert len(stored) == len(set(stored))
     assert len(stored) <= attempts
-    assert "writing" in service.log() and "queued clicks to the click store" in service.log()
+    assert f"writing {len(stored)} queued clicks" in service.log()
 
 
 def test_full_queue_spills_and_shutdown_inserts_spill(trained_registry: TrainedRegistry, tmp_path):
@@ -76,7 +76,7 @@ def test_full_queue_spills_and_shutdown_inserts_spill(trained_registry: TrainedR
     exit_code = service.stop()
 
     assert spilled == 35
-    assert exit_code == 0
+    service.assert_clean_exit(exit_code)
     assert sorted(stored_indexes(tmp_path / "clicks.db")) == list(range(40))
     assert not (tmp_path / "spill.jsonl").exists()
     assert not (tmp_path / "spill.jsonl.importing").exists()
@@ -88,20 +88,22 @@ def test_store_down_spills_and_next_start_inserts(trained_registry: TrainedRegis
     broken.mkdir()
     down = (f"serve.store.url=sqlite:///{broken}", "serve.store.shutdown_timeout_s=1", "serve.store.retry_interval_s=0.2")
     first = start_service(trained_registry, tmp_path / "first", overrides=down)
-    first_spill = (tmp_path / "first" / "spill.jsonl")
     for index in range(20):
         assert httpx.post(f"{first.url}/v1/score", content=dumps(click_json(index))).status_code == 200
     readiness = httpx.get(f"{first.url}/readyz").json()
-    assert first.stop() == 0
+    first.assert_clean_exit(first.stop())
 
     assert readiness["ready"] is False
     assert readiness["store_writable"] is False
-    assert first_spill.exists()
+    # The last failed import leaves the spill renamed with the .importing suffix.
+    spilled = sorted((tmp_path / "first").glob("spill.jsonl*"))
+    assert spilled
 
     second_dir = tmp_path / "second"
     second_dir.mkdir()
-    first_spill.rename(second_dir / "spill.jsonl")
+    for path in spilled:
+        path.rename(second_dir / path.name)
     second = start_service(trained_registry, second_dir)
-    assert second.stop() == 0
+    second.assert_clean_exit(second.stop())
     assert sorted(stored_indexes(second_dir / "clicks.db")) == list(range(20))
-    assert not (second_dir / "spill.jsonl").exists()
+    assert not list(second_dir.glob("spill.jsonl*"))
