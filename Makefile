@@ -23,6 +23,7 @@ help:
 	@echo "make test                 run the test suite"
 	@echo "make ui                   MLflow UI on http://127.0.0.1:$(UI_PORT)"
 	@echo "make params               recompose params.yaml from conf/"
+	@echo "make drift-check [LOGS='<glob>']  drift check; on drift, retrain and promote only through the gate"
 	@echo "make release [RELEASE_ENV=test]  pipeline dry run, service smoke test, gate; moves champion only if all pass"
 
 install: $(VENV)/.installed
@@ -49,6 +50,9 @@ test: install
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlartifacts --host 127.0.0.1 --port $(UI_PORT)
+
+drift-check: install
+	$(BIN)/botclick drift-check --retrain $(if $(strip $(LOGS)),--logs '$(LOGS)')
 
 release: install
 	$(BIN)/python -m src.release --env $(RELEASE_ENV)

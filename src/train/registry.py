@@ -94,6 +94,8 @@ def decide(
     current = champion_version(client, cfg)
     if current is None:
         return first_model_decision(metrics, masked_key)
+    if not bool(cfg.evaluate.auto_promote):
+        return PromotionDecision(False, "evaluate.auto_promote is false: the promotion gate decides", champion_before=current)
 
     new_value = metrics["model"]["session"][str(cfg.evaluate.promotion_metric)]
     decision = challenger_decision(new_value, champion_metric(current, test_sessions, cfg), cfg)
@@ -110,6 +112,7 @@ def register(model_uri: str, run_id: str, decision: PromotionDecision, cfg: Dict
     decision.version = str(registered.version)
     if decision.promote and previous is not None:
         client.set_model_version_tag(name, previous, "role", "former_champion")
+        client.set_model_version_tag(name, decision.version, "previous_champion", previous)
 
     alias = cfg.mlflow.champion_alias if decision.promote else cfg.mlflow.challenger_alias
     client.set_registered_model_alias(name, str(alias), decision.version)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import load_params
 from src.logs import configure_logging
+from src.monitor.reference import log_reference_sample
 from src.train.dataset import Dataset, last_rows, load_dataset, mask_training_crawlers, primary_population, session_weights
 from src.train.metrics import threshold_at_fpr
 from src.train.model_io import ModelMeta, feature_matrix, predict_proba, save_model
@@ -101,6 +102,8 @@ def log_to_mlflow(booster: xgb.Booster, meta: ModelMeta, data: Dataset, cfg: Dic
         mlflow.log_params({f"train.{k}": v for k, v in OmegaConf.to_container(cfg.train, resolve=True).items()})
         mlflow.log_metrics({"best_iteration": meta.best_iteration, "threshold": meta.threshold})
         mlflow.log_dict({"features": data.feature_names}, "features.json")
+        # The drift check compares recent traffic with this sample of the training data.
+        log_reference_sample(data, booster, cfg)
 
         example_rows = data.part(VALID).dropna(subset=data.feature_names).head(INPUT_EXAMPLE_ROWS)
         if example_rows.empty:

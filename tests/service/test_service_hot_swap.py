@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import httpx
@@ -17,8 +18,10 @@ pytestmark = pytest.mark.slow
 
 POLL_INTERVAL_S = 0.3
 WORKERS = 8
-LOAD_S = 6.0
 SWAP_AFTER_S = 1.5
+# Load goes on until this long after the first response from the new version, or MAX_LOAD_S.
+AFTER_SWAP_S = 2.0
+MAX_LOAD_S = 60.0
 
 
 @dataclass
@@ -33,14 +36,18 @@ class Outcome:
     n_requests: float | None
 
 
-async def run_load(url: str, swap: callable) -> list[Outcome]:
-    """Send clicks from WORKERS concurrent clients for LOAD_S seconds; call `swap` once, in a thread."""
+async def run_load(url: str, swap: Callable[[], None], new_version: str) -> list[Outcome]:
+    """Send clicks from WORKERS concurrent clients, call `swap` (in a thread) after SWAP_AFTER_S.
+
+    The load stops AFTER_SWAP_S after the first response from `new_version`, or after MAX_LOAD_S.
+    """
     outcomes: list[Outcome] = []
     counter = iter(range(10**9))
-    deadline = time.monotonic() + LOAD_S
+    started_at = time.monotonic()
+    stop_at = {"time": started_at + MAX_LOAD_S}
 
     async def worker(client: httpx.AsyncClient) -> None:
-        while time.monotonic() < deadline:
+        while time.monotonic() < stop_at["time"]:
             index = next(counter)
             started = time.monotonic()
             try:
@@ -52,6 +59,8 @@ async def run_load(url: str, swap: callable) -> list[Outcome]:
             version = body.get("model_version")
             n_requests = body.get("features", {}).get("n_requests")
             outcomes.append(Outcome(index, started, time.monotonic(), response.status_code, version, n_requests))
+            if version == new_version:
+                stop_at["time"] = min(stop_at["time"], time.monotonic() + AFTER_SWAP_S)
 
     async def swap_later() -> None:
         await asyncio.sleep(SWAP_AFTER_S)
@@ -71,7 +80,7 @@ def swapped(trained_registry: TrainedRegistry, tmp_path_factory: pytest.TempPath
         trained_registry, workdir, tracking_uri, (f"serve.poll_interval_s={POLL_INTERVAL_S}",), admin_token=ADMIN_TOKEN
     )
     try:
-        outcomes = asyncio.run(run_load(service.url, lambda: set_champion(tracking_uri, new_version)))
+        outcomes = asyncio.run(run_load(service.url, lambda: set_champion(tracking_uri, new_version), new_version))
         service.flush()
         model = httpx.get(f"{service.url}/v1/model").json()
         swaps = service.metric("botclick_model_swaps_total")

@@ -61,7 +61,7 @@ def test_sigterm_stores_every_answered_click(trained_registry: TrainedRegistry, 
 
     stored = stored_indexes(tmp_path / "clicks.db")
     service.assert_clean_exit(exit_code)
-    assert len(answered) > 50
+    assert len(answered) > 20
     assert answered <= set(stored)
     assert len(stored) == len(set(stored))
     assert len(stored) <= attempts
