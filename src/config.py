@@ -2,7 +2,7 @@
 
 `conf/` (Hydra) is the source of truth. DVC's Hydra integration composes it into
 `params.yaml` for `dvc exp run`; `compose_config` does the same composition in process,
-so `botclick params`, tests and the service see the values that DVC sees.
+so `botclick params`, tests and the service read the values that DVC uses.
 """
 
 from __future__ import annotations

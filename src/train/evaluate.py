@@ -48,7 +48,7 @@ def metric_names(target_fpr: float) -> tuple[str, str]:
 def scorer_outputs(rows: pd.DataFrame, booster: xgb.Booster, meta: ModelMeta, cfg: DictConfig, masked: bool) -> dict[str, np.ndarray]:
     """Score rows with the model and both baselines.
 
-    For masked rows the user-agent list sees the browser user agent that replaced the real one.
+    For masked rows the user-agent list checks the browser user agent that replaced the real one.
     """
     if masked:
         agents = rows["session_id"].map(lambda sid: browser_agent_for(sid, list(cfg.evaluate.browser_user_agents)))
@@ -66,7 +66,7 @@ def click_rows(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Return the rows evaluated at click level and the basis used.
 
     Affiliate clicks are used when the test set has clicks from both classes. Logs
-    without affiliate links fall back to every request, and the basis says so.
+    without affiliate links fall back to every request, and the returned basis records it.
     """
     clicks = rows[rows["kind"] == "affiliate"]
     if clicks["label"].nunique() == 2:

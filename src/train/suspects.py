@@ -38,8 +38,8 @@ logger = logging.getLogger(__name__)
 PRESUMED_HUMAN = "none"
 SIMULATOR = "simulator"
 ASSET = "asset"
-# A product token of a user agent, e.g. "Chrome/131.0.0.0", whose version looks like an IPv4 literal.
-VERSION_TOKEN = re.compile(r"[A-Za-z][\w-]*/[\d.]+")
+# A version in a user agent, e.g. "Chrome/131.0.0.0" or "rv:1.8.1.4", which can look like an IPv4 literal.
+VERSION_TOKEN = re.compile(r"[A-Za-z][\w-]*[/:][\d.]+")
 
 
 @dataclass(frozen=True)
@@ -133,9 +133,9 @@ def escape_cell(text: str, limit: int) -> str:
 
 
 def redact_user_agent(agent: str, pseudonymizer: Pseudonymizer) -> str:
-    """Redact IP literals in a user agent, except versions of product tokens such as "Chrome/131.0.0.0".
+    """Redact IP literals in a user agent, except versions such as "Chrome/131.0.0.0" and "rv:1.8.1.4".
 
-    NOTE: an address written as a product version ("bot/192.0.2.1") is therefore kept.
+    NOTE: an address written like a version ("bot/192.0.2.1", "host:192.0.2.1") is therefore kept.
     """
     parts, end = [], 0
     for match in VERSION_TOKEN.finditer(agent):
@@ -174,10 +174,19 @@ def request_excerpt(events: pd.DataFrame, settings: SuspectSettings, pseudonymiz
     return lines
 
 
+def format_duration(seconds: float) -> str:
+    """Format a duration as seconds, minutes or hours, e.g. "45 s", "12 min", "60.1 h"."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def format_span(first: pd.Timestamp, last: pd.Timestamp) -> str:
     """Format a time span as "2015-05-17 10:05 – 2015-05-19 22:10 UTC (60.1 h)"."""
-    hours = (last - first).total_seconds() / 3600
-    return f"{first:%Y-%m-%d %H:%M} – {last:%Y-%m-%d %H:%M} UTC ({hours:.1f} h)"
+    duration = format_duration((last - first).total_seconds())
+    return f"{first:%Y-%m-%d %H:%M} – {last:%Y-%m-%d %H:%M} UTC ({duration})"
 
 
 def client_section(rank: int, client: pd.Series, events: pd.DataFrame, settings: SuspectSettings, pseudonymizer: Pseudonymizer) -> list[str]:
@@ -191,7 +200,7 @@ def client_section(rank: int, client: pd.Series, events: pd.DataFrame, settings:
         f"- log: {client['source']}; presumed-human sessions: {client['sessions']}, requests: {int(client['requests'])}, "
         f"sessions at or above the operating threshold: {client['flagged_sessions']}",
         f"- top session `{client['session_id']}`: score {client['score']:.3f} (threshold {client['threshold']:.3f}), "
-        f"{int(client['n_requests'])} requests by kind: {kinds}",
+        f"requests: {int(client['n_requests'])} ({kinds})",
         f"- why: {client['reasons']}",
         "",
         *request_excerpt(events, settings, pseudonymizer),
