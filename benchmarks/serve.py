@@ -88,6 +88,8 @@ class PhaseResult:
     ok: int
     errors: dict[str, int] = field(default_factory=dict)
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # 1-minute load average before and after the phase; other processes on the machine raise it.
+    load_average: tuple[float, float] = (math.nan, math.nan)
 
     @property
     def throughput(self) -> float:
@@ -360,12 +362,13 @@ def measure(
     for phase, target in (("fixed rate", f"{args.rate:g} req/s"), ("saturation", f"{args.concurrency} clients")):
         load.latencies, load.errors, load.sent = [], {}, 0
         before = server_side() if server_side else {}
+        load_before = os.getloadavg()[0]
         if phase == "fixed rate":
             seconds = asyncio.run(run_fixed_rate(load, args.rate, args.duration, args.max_requests))
         else:
             seconds = asyncio.run(run_saturation(load, args.concurrency, args.duration, args.max_requests))
         result = PhaseResult(server, phase, target, seconds, load.sent, len(load.latencies), dict(load.errors),
-                             percentiles_ms(load.latencies))
+                             percentiles_ms(load.latencies), (load_before, os.getloadavg()[0]))
         if server_side:
             result.latency_ms.update(bucket_percentiles(before, server_side()))
         logger.info("%s %s: %.0f ok/s, %s, errors %s", server, phase, result.throughput, result.latency_ms, result.errors)
@@ -465,8 +468,8 @@ def machine_facts() -> dict[str, Any]:
 def markdown(results: list[PhaseResult], records: dict[str, Any], facts: dict[str, Any], commands: dict[str, str]) -> str:
     """Render the results as the Markdown table of docs/benchmarks.md."""
     lines = [
-        "| server | phase | target | ok/s | p50 ms | p99 ms | max ms | server p99 ms (bucket) | sent | errors |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| server | phase | target | ok/s | p50 ms | p99 ms | max ms | server p99 ms (bucket) | sent | errors | load avg |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in results:
         lat = r.latency_ms
@@ -474,7 +477,8 @@ def markdown(results: list[PhaseResult], records: dict[str, Any], facts: dict[st
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(r.errors.items())) or "0"
         lines.append(
             f"| {r.server} | {r.phase} | {r.target} | {r.throughput:.0f} | {lat.get('p50', math.nan):.2f} | "
-            f"{lat.get('p99', math.nan):.2f} | {lat.get('max', math.nan):.1f} | {server_p99} | {r.sent} | {errors} |"
+            f"{lat.get('p99', math.nan):.2f} | {lat.get('max', math.nan):.1f} | {server_p99} | {r.sent} | {errors} | "
+            f"{r.load_average[0]:.1f} to {r.load_average[1]:.1f} |"
         )
     lines += ["", _ratio_line(results), "",
               f"Lost records (scoring service): {records['lost']} of {records['answered']} answered clicks; "

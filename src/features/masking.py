@@ -49,6 +49,8 @@ def borrow_user_agents(
     browser user agents from its own presumed-human sessions this way, so the model cannot
     learn the fixed list that evaluation masks with.
     """
+    if not session_ids:
+        return features.copy()
     ua_columns = list(user_agent_features("").keys())
     donors = donor_sessions[ua_columns].drop_duplicates().to_numpy()
     if len(donors) == 0:

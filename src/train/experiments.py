@@ -69,16 +69,15 @@ REPORT_END = "<!-- END botclick experiments -->"
 
 @dataclass
 class PreparedData:
-    """Everything the variants share: the labelled dataset, events, honeypot hits and the held-out simulation."""
+    """Everything the variants share: the labelled dataset, events, honeypot hits and the held-out simulation (None when not built)."""
 
     dataset: Dataset
     features: pd.DataFrame
     labels: pd.DataFrame
     events: pd.DataFrame
     honeypot_sessions: set[str]
-    holdout: pd.DataFrame
+    holdout: pd.DataFrame | None
     data_version: dict[str, str]
-    labels_report: dict
 
 
 @dataclass
@@ -136,11 +135,12 @@ def honeypot_session_ids(events: pd.DataFrame, cfg: DictConfig) -> set[str]:
     return set(sessions.loc[sessions["honeypot"], "session_id"])
 
 
-def prepare_data(log_files: list[LogFile], cfg: DictConfig, workdir: Path) -> PreparedData:
+def prepare_data(log_files: list[LogFile], cfg: DictConfig, workdir: Path, with_holdout: bool = True) -> PreparedData:
     """Simulate, collect, preprocess, label and featurize once, with every file in `workdir`.
 
     `log_files` are the real logs. The simulation (`simulate.seed`) is always mixed in,
-    because most variants need it; the `real_only` variant drops it again.
+    because most variants need it; the `real_only` variant drops it again. The held-out
+    simulation (`evaluate.holdout_seed`) is built only `with_holdout`.
     """
     cfg = stage_config(cfg, workdir)
     sim_dir = workdir / SIMULATED_DIR
@@ -152,7 +152,7 @@ def prepare_data(log_files: list[LogFile], cfg: DictConfig, workdir: Path) -> Pr
     collect_files([*log_files, *sim_files], raw, workdir / "quarantine.jsonl", workdir / "collect.json", cfg)
     preprocess(raw, events_path, workdir / "preprocess.json", cfg)
     ground_truth = sim_dir / str(cfg.simulate.ground_truth_file)
-    labels_report = build_labels(events_path, reviews_file(cfg, workdir), ground_truth, labels_path, workdir / "labels.json", cfg)
+    build_labels(events_path, reviews_file(cfg, workdir), ground_truth, labels_path, workdir / "labels.json", cfg)
     featurize(events_path, features_path, cfg)
 
     events = pd.read_parquet(events_path)
@@ -162,9 +162,8 @@ def prepare_data(log_files: list[LogFile], cfg: DictConfig, workdir: Path) -> Pr
         labels=pd.read_parquet(labels_path),
         events=events,
         honeypot_sessions=honeypot_session_ids(events, cfg),
-        holdout=holdout_sessions(cfg, workdir / "holdout"),
+        holdout=holdout_sessions(cfg, workdir / "holdout") if with_holdout else None,
         data_version=data_version([features_path, labels_path]),
-        labels_report=labels_report,
     )
 
 
@@ -176,14 +175,14 @@ def with_rows(data: Dataset, rows: pd.DataFrame, extra_columns: tuple[str, ...] 
     return Dataset(rows=rows.reset_index(drop=True), sessions=data.sessions, feature_names=[*data.feature_names, *extra_columns])
 
 
-def trained_candidate(booster: xgb.Booster, data: Dataset, cfg: DictConfig, **extra: object) -> Candidate:
+def trained_candidate(booster: xgb.Booster, data: Dataset, cfg: DictConfig, diagnostics: dict[str, float] | None = None) -> Candidate:
     """Wrap a booster with its operating threshold, set on the valid presumed-human sessions of `data`."""
     meta = ModelMeta(
         feature_names=list(data.feature_names),
         threshold=operating_threshold(booster, data, cfg),
         best_iteration=booster.num_boosted_rounds() - 1,
     )
-    return Candidate(booster=booster, meta=meta, **extra)  # type: ignore[arg-type]
+    return Candidate(booster=booster, meta=meta, diagnostics=diagnostics or {})
 
 
 def base_weights(rows: pd.DataFrame, cfg: DictConfig) -> np.ndarray:
@@ -198,6 +197,8 @@ def fit_weighted_booster(train_rows: pd.DataFrame, valid_rows: pd.DataFrame, nam
 
     Valid rows keep their own labels and session weights and only drive early stopping.
     """
+    if train_rows["label"].nunique() < 2:
+        raise ValueError(f"the training rows have a single class (label counts {train_rows['label'].value_counts().to_dict()}); add more data")
     train_matrix = xgb.DMatrix(
         feature_matrix(train_rows, names), label=train_rows["label"].to_numpy(), weight=train_rows[WEIGHT].to_numpy(), feature_names=names
     )
@@ -525,12 +526,14 @@ def select_variants(cfg: DictConfig, names: list[str] | None) -> list[Variant]:
 # ---------------------------------------------------------------- measurement
 
 
-def holdout_metrics(candidate: Candidate, holdout: pd.DataFrame, cfg: DictConfig) -> dict[str, float]:
+def holdout_metrics(candidate: Candidate, holdout: pd.DataFrame | None, cfg: DictConfig) -> dict[str, float]:
     """Return per-family flag rates on the held-out simulation at the target FPR of simulated humans.
 
     Also the mean bot-family recall at the operating threshold, and the flag rate of benign
     automation (feed readers, uptime monitors) at that threshold.
     """
+    if holdout is None:
+        raise ValueError("the prepared data has no held-out simulation; call prepare_data with with_holdout=True")
     rows = candidate.add_columns(holdout)
     scores = predict_proba(candidate.booster, feature_matrix(rows, candidate.meta.feature_names))
     family = holdout["family"].to_numpy()
@@ -694,11 +697,12 @@ def data_summary(prepared: PreparedData, cfg: DictConfig) -> list[str]:
     test, _ = primary_population(prepared.dataset.part(TEST))
     test_sessions = last_rows(test)
     per_source = labels[real]["label_source"].value_counts().to_dict()
+    holdout_size = 0 if prepared.holdout is None else len(prepared.holdout)
     return [
         f"- Real sessions: {int(real.sum())} by label source {per_source}; simulated sessions: {int((~real).sum())}.",
         f"- Real test sessions: {len(test_sessions)}, of which {int(test_sessions['label'].sum())} bots (declared crawlers, masked for masked-UA recall) "
         f"and {int((test_sessions['label_source'] == UNLABELED_SOURCE).sum())} presumed human.",
-        f"- Held-out simulation: seed {int(cfg.evaluate.holdout_seed)} with {len(prepared.holdout)} sessions; "
+        f"- Held-out simulation: seed {int(cfg.evaluate.holdout_seed)} with {holdout_size} sessions; "
         f"honeypot sessions in the mixed data: {len(prepared.honeypot_sessions)}.",
     ]
 

@@ -271,7 +271,7 @@ def add_reasons(top: pd.DataFrame, scored: pd.DataFrame, models: dict[int, Candi
 def write_suspects(log_files: list[LogFile], cfg: DictConfig, workdir: Path, out: Path, command: str, use_champion: bool = False) -> pd.DataFrame:
     """Prepare the real logs, score every real session, and write the top presumed-human clients to `out`."""
     settings = SuspectSettings.from_config(cfg)
-    prepared = prepare_data(log_files, cfg, workdir)
+    prepared = prepare_data(log_files, cfg, workdir, with_holdout=False)
     sessions = real_last_rows(prepared)
     if not (sessions["label_source"] == PRESUMED_HUMAN).any():
         raise ValueError(f"the logs {[f.source for f in log_files]} have no presumed-human session to rank")

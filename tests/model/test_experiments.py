@@ -73,7 +73,8 @@ def test_report_block_replaced_text_kept(experiment_run) -> None:
     assert text.rstrip().endswith("## Label policy")
     assert "\nold\n" not in text
     assert text.count(REPORT_BEGIN) == 1
-    assert "| mixed |" in text and "| pu_unlabeled_weight |" in text
+    assert "| mixed |" in text
+    assert "| pu_unlabeled_weight |" in text
     assert "- `pu_unlabeled_weight`: keep:" in text or "- `pu_unlabeled_weight`: drop:" in text
 
 
