@@ -41,6 +41,7 @@ run: install
 ifeq ($(strip $(LOGS)),)
 	$(BIN)/dvc exp run
 else
+	@test -d '$(patsubst %/,%,$(dir $(LOGS)))' || { echo "LOGS folder not found: $(dir $(LOGS)). Pass an existing folder, e.g. make run LOGS='/var/log/apache2/access.log*'"; exit 2; }
 	$(BIN)/dvc exp run -S 'paths.log_dir=$(patsubst %/,%,$(dir $(LOGS)))' -S "data.log_globs=['$(notdir $(LOGS))']"
 endif
 	@echo "metrics: reports/metrics.json, plots: reports/plots/, MLflow: make ui"
