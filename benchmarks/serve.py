@@ -71,7 +71,6 @@ SECONDS_PER_DAY = 86_400
 WARMUP_RATE = 50
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 120.0
-MAX_IN_FLIGHT = 2_000
 PERCENTILES = (50, 90, 99)
 MS_PER_S = 1000.0
 
@@ -90,6 +89,8 @@ class PhaseResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     # 1-minute load average before and after the phase; other processes on the machine raise it.
     load_average: tuple[float, float] = (math.nan, math.nan)
+    # CPU time of the server's process group during the phase, per second of the phase.
+    server_cpu_cores: float = math.nan
 
     @property
     def throughput(self) -> float:
@@ -229,6 +230,21 @@ class Server:
         self.stop()
         raise SystemExit(f"{self.name} was not ready within {START_TIMEOUT_S} s; see {self.log}")
 
+    def cpu_seconds(self) -> float:
+        """Return the user plus system CPU seconds of every live process in the server's process group."""
+        if self.process is None:
+            return 0.0
+        total_ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # After the command name: state, ppid, pgrp, ..., utime (field 14) and stime (15).
+            if int(fields[2]) == self.process.pid:
+                total_ticks += int(fields[11]) + int(fields[12])
+        return total_ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> int | None:
         """Send SIGTERM to the process group and wait; SIGKILL after STOP_TIMEOUT_S."""
         if self.process is None:
@@ -311,18 +327,26 @@ class LoadClient:
 
 
 async def run_fixed_rate(load: LoadClient, rate: float, duration_s: float, max_requests: int) -> float:
-    """Send at `rate` per second on a fixed schedule; returns the elapsed seconds."""
+    """Send at `rate` per second on a fixed schedule for `duration_s`; returns the elapsed seconds.
+
+    At most `load.connections` requests are in flight. A request that has to wait for a
+    free connection still counts its latency from its scheduled time. Requests whose turn
+    comes after `duration_s` are not sent and are counted as `not_sent_in_time` errors.
+    """
     pending: set[asyncio.Task[None]] = set()
+    total = min(max_requests, int(rate * duration_s))
     async with load.http_client() as client:
         start = time.perf_counter()
-        for n in range(min(max_requests, int(rate * duration_s))):
+        for n in range(total):
             scheduled = start + n / rate
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if len(pending) >= MAX_IN_FLIGHT:
-                load._error("client_backlog")
-                continue
+            while len(pending) >= load.connections:
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if time.perf_counter() > start + duration_s:
+                load.errors["not_sent_in_time"] = total - n
+                break
             task = asyncio.create_task(load.send(client, load.next_index, scheduled))
             load.next_index += 1
             pending.add(task)
@@ -351,7 +375,8 @@ async def run_saturation(load: LoadClient, concurrency: int, duration_s: float, 
 
 
 def measure(
-    server: str, load: LoadClient, args: argparse.Namespace, server_side: Callable[[], dict[float, float]] | None = None
+    server: Server, load: LoadClient, args: argparse.Namespace,
+    server_side: Callable[[], dict[float, float]] | None = None,
 ) -> list[PhaseResult]:
     """Run the warm-up, the fixed-rate phase and the saturation phase against one server.
 
@@ -362,16 +387,18 @@ def measure(
     for phase, target in (("fixed rate", f"{args.rate:g} req/s"), ("saturation", f"{args.concurrency} clients")):
         load.latencies, load.errors, load.sent = [], {}, 0
         before = server_side() if server_side else {}
-        load_before = os.getloadavg()[0]
+        load_before, cpu_before = os.getloadavg()[0], server.cpu_seconds()
         if phase == "fixed rate":
             seconds = asyncio.run(run_fixed_rate(load, args.rate, args.duration, args.max_requests))
         else:
             seconds = asyncio.run(run_saturation(load, args.concurrency, args.duration, args.max_requests))
-        result = PhaseResult(server, phase, target, seconds, load.sent, len(load.latencies), dict(load.errors),
-                             percentiles_ms(load.latencies), (load_before, os.getloadavg()[0]))
+        result = PhaseResult(server.name, phase, target, seconds, load.sent, len(load.latencies), dict(load.errors),
+                             percentiles_ms(load.latencies), (load_before, os.getloadavg()[0]),
+                             (server.cpu_seconds() - cpu_before) / seconds)
         if server_side:
             result.latency_ms.update(bucket_percentiles(before, server_side()))
-        logger.info("%s %s: %.0f ok/s, %s, errors %s", server, phase, result.throughput, result.latency_ms, result.errors)
+        logger.info("%s %s: %.0f ok/s, %s, errors %s, server CPU %.2f cores", server.name, phase, result.throughput,
+                    result.latency_ms, result.errors, result.server_cpu_cores)
         results.append(result)
     return results
 
@@ -420,7 +447,7 @@ def run_service(cfg: DictConfig, args: argparse.Namespace, replay: Replay, param
     server.start()
     load = LoadClient(url, "/v1/score", replay.click_body, args.timeout_s, max(args.concurrency, 64))
     try:
-        results = measure("scoring service", load, args, lambda: latency_histogram(url))
+        results = measure(server, load, args, lambda: latency_histogram(url))
         httpx.post(f"{url}/admin/flush", headers={"Authorization": f"Bearer {token}"}, timeout=STOP_TIMEOUT_S)
     finally:
         exit_code = server.stop()
@@ -446,7 +473,7 @@ def run_mlflow(cfg: DictConfig, args: argparse.Namespace, replay: Replay) -> tup
     server.start()
     load = LoadClient(f"http://{LOOPBACK}:{port}", "/invocations", replay.feature_body, args.timeout_s, max(args.concurrency, 64))
     try:
-        return measure("mlflow models serve", load, args), shlex.join(command)
+        return measure(server, load, args), shlex.join(command)
     finally:
         server.stop()
 
@@ -468,8 +495,9 @@ def machine_facts() -> dict[str, Any]:
 def markdown(results: list[PhaseResult], records: dict[str, Any], facts: dict[str, Any], commands: dict[str, str]) -> str:
     """Render the results as the Markdown table of docs/benchmarks.md."""
     lines = [
-        "| server | phase | target | ok/s | p50 ms | p99 ms | max ms | server p99 ms (bucket) | sent | errors | load avg |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "| server | phase | target | ok/s | p50 ms | p99 ms | max ms | server p99 ms (bucket) | server CPU (cores) "
+        "| sent | errors | load avg |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in results:
         lat = r.latency_ms
@@ -477,7 +505,8 @@ def markdown(results: list[PhaseResult], records: dict[str, Any], facts: dict[st
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(r.errors.items())) or "0"
         lines.append(
             f"| {r.server} | {r.phase} | {r.target} | {r.throughput:.0f} | {lat.get('p50', math.nan):.2f} | "
-            f"{lat.get('p99', math.nan):.2f} | {lat.get('max', math.nan):.1f} | {server_p99} | {r.sent} | {errors} | "
+            f"{lat.get('p99', math.nan):.2f} | {lat.get('max', math.nan):.1f} | {server_p99} | {r.server_cpu_cores:.2f} "
+            f"| {r.sent} | {errors} | "
             f"{r.load_average[0]:.1f} to {r.load_average[1]:.1f} |"
         )
     lines += ["", _ratio_line(results), "",

@@ -140,3 +140,37 @@ def _from_iso_text(text: str) -> datetime:
         raise ValueError(
             f"ts {text!r} is not an ISO-8601 time; use for example 2019-10-14T10:50:18+02:00 or epoch seconds"
         ) from None
+
+
+class StoredClickEvent(ClickEvent):
+    """A click as `botclick export-clicks` writes it from the click store.
+
+    The service pseudonymized the client before storing it, so `client_id` and `prefix_id`
+    replace `client_ip`, and collect keeps them as they are. The scoring fields the store
+    adds are accepted and dropped: training recomputes sessions and scores.
+    """
+
+    client_ip: str = ""
+    client_id: str = Field(pattern=r"^[0-9a-f]{4,64}$")
+    prefix_id: str = Field(pattern=r"^[0-9a-f]{4,64}$")
+    session_id: str | None = None
+    bot_probability: float | None = None
+    decision: str | None = None
+    model_version: str | None = None
+    received_at: str | None = None
+    store_id: int | None = None
+
+    @field_validator("client_ip")
+    @classmethod
+    def _check_client_ip(cls, value: str) -> str:
+        """Reject a raw address next to the pseudonyms, so a stored row never carries one."""
+        if value:
+            raise ValueError("a stored click has client_id and prefix_id; remove client_ip")
+        return value
+
+    def to_raw_fields(self) -> dict[str, Any]:
+        """Return the event as raw-event fields, with the stored pseudonyms and no client_ip."""
+        fields = super().to_raw_fields()
+        del fields["client_ip"]
+        fields["client_id"], fields["prefix_id"] = self.client_id, self.prefix_id
+        return fields

@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from pydantic import ValidationError
 
 from src.config import PARAMS_FILE, load_params
-from src.data.click_event import MAX_PATH_CHARS_CONTEXT, ClickEvent
+from src.data.click_event import MAX_PATH_CHARS_CONTEXT, ClickEvent, StoredClickEvent
 from src.data.log_parser import LineError, parse_line
 from src.data.pseudonymize import (
     REDACTED_PREFIX,
@@ -277,7 +277,12 @@ def _collect_file(
 
 
 def _to_raw_event(fields: dict[str, Any], pseudonymizer: Pseudonymizer) -> dict[str, Any]:
-    """Replace the raw client address in parsed fields with its two pseudonyms."""
+    """Replace the raw client address in parsed fields with its two pseudonyms.
+
+    Fields of a stored click already carry pseudonyms and no address, and pass unchanged.
+    """
+    if "client_ip" not in fields:
+        return fields
     client_ip = fields.pop("client_ip")
     try:
         fields["client_id"], fields["prefix_id"] = pseudonymizer.pseudonyms(client_ip)
@@ -307,13 +312,23 @@ def _jsonl_parser(max_path_chars: int) -> LineParser:
     def parse(text: str) -> dict[str, Any]:
         if not text.strip():
             raise LineError("empty_line")
+        model = StoredClickEvent if _is_stored_click(text) else ClickEvent
         try:
-            event = ClickEvent.model_validate_json(text, context=context)
+            event = model.model_validate_json(text, context=context)
         except ValidationError as err:
             raise LineError(_click_event_reason(err)) from None
         return event.to_raw_fields()
 
     return parse
+
+
+def _is_stored_click(text: str) -> bool:
+    """Tell whether a JSON line is a click-store export: pseudonyms instead of a client IP."""
+    try:
+        row = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(row, dict) and "client_id" in row and "client_ip" not in row
 
 
 def _click_event_reason(err: ValidationError) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import List, Optional
@@ -11,7 +12,7 @@ import typer
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
 
-from src.config import PARAMS_FILE, compose_config, load_params
+from src.config import ENV_VARIABLE, PARAMS_FILE, compose_config, load_params
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +20,12 @@ logger = logging.getLogger(__name__)
 def load_service_config(params_file: Path, overrides: list[str]) -> DictConfig:
     """Load params.yaml when it exists (as `botclick score` does), else compose conf/; then apply overrides.
 
-    Overrides are `key=value` strings such as `serve.poll_interval_s=5`.
+    With `botclick --env NAME`, conf/ is composed for that environment instead, as for every
+    command. Overrides are `key=value` strings such as `serve.poll_interval_s=5`.
     """
+    env = os.environ.get(ENV_VARIABLE, "").strip()
+    if env:
+        return compose_config([f"env={env}", *overrides])
     if not params_file.is_file():
         return compose_config(overrides)
     cfg = load_params(params_file)
@@ -36,7 +41,7 @@ def load_service_config(params_file: Path, overrides: list[str]) -> DictConfig:
 def serve(
     overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides, e.g. serve.poll_interval_s=5."),
     host: Optional[str] = typer.Option(None, help="Interface to listen on; default serve.host (127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, help="TCP port; default serve.port."),
+    port: Optional[int] = typer.Option(None, min=1, max=65535, help="TCP port (1-65535); default serve.port."),
     params_file: Path = typer.Option(Path(PARAMS_FILE), "--params", help="Composed params file; conf/ when it is missing."),
 ) -> None:
     """Run the scoring service (FastAPI on uvicorn) until SIGINT or SIGTERM."""
