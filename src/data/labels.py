@@ -188,13 +188,7 @@ def load_ground_truth(path: Path, pseudonymizer: Pseudonymizer) -> pd.DataFrame 
 
     truth = read_csv_text(path, GROUND_TRUTH_COLUMNS, "ground truth")
     truth["row"] = np.arange(1, len(truth) + 1)
-    truth["is_bot"] = [_parse_flag(value, row, path, "is_bot") for row, value in zip(truth["row"], truth["is_bot"], strict=True)]
-    if "automated" in truth.columns:
-        automated = [_parse_flag(value, row, path, "automated") for row, value in zip(truth["row"], truth["automated"], strict=True)]
-        # Benign automation (feed readers, uptime monitors) is labelled bot, like the same
-        # clients in real logs, whose user agents crawlerdetect lists. Serving flags it from
-        # click stats; docs/experiments.md measures this policy.
-        truth["is_bot"] = [bot | auto for bot, auto in zip(truth["is_bot"], automated, strict=True)]
+    truth["is_bot"] = [_parse_is_bot(value, row, path) for row, value in zip(truth["row"], truth["is_bot"], strict=True)]
 
     pseudonyms = _pseudonymize_ground_truth(truth, path, pseudonymizer)
     user_agents = truth["user_agent"].replace(MISSING_LOG_FIELD, "")
@@ -228,12 +222,12 @@ def _pseudonymize_ground_truth(truth: pd.DataFrame, path: Path, pseudonymizer: P
     return pseudonyms
 
 
-def _parse_flag(value: str, row: int, path: Path, column: str) -> int:
-    """Map one ground-truth 0/1 value (1/0/true/false) of `column` to an integer."""
+def _parse_is_bot(value: str, row: int, path: Path) -> int:
+    """Map one ground-truth `is_bot` value (1/0/true/false) to an integer label."""
     key = value.strip().lower()
     if key not in IS_BOT_VALUES:
         raise ValueError(
-            f"invalid {column} {value!r} in {path} at row {row}: expected one of {sorted(IS_BOT_VALUES)}"
+            f"invalid is_bot {value!r} in {path} at row {row}: expected one of {sorted(IS_BOT_VALUES)}"
         )
     return IS_BOT_VALUES[key]
 

@@ -249,7 +249,7 @@ def test_precedence_review_simulator_honeypot_crawler(tmp_path: Path) -> None:
     ])
     sessions = {name: session_of(events, cid) for name, cid in ids.items()}
     write_ground_truth(run.ground_truth, [
-        {"ip": ip, "user_agent": GOOGLEBOT_UA, "family": "browser_bot", "is_bot": 0, "automated": 0}
+        {"ip": ip, "user_agent": GOOGLEBOT_UA, "family": "browser_bot", "is_bot": 0, "automated": 1}
         for ip in ips.values()
     ])
     write_reviews(run.reviews, [{"session_id": sessions["reviewed"], "label": "bot", "reviewed_at": "2026-11-03T09:00:00Z"}])
@@ -415,26 +415,10 @@ def test_simulated_logs_end_to_end(tmp_path: Path) -> None:
 
     events, labels, _, report = run_pipeline(tmp_path / "logs", summary.ground_truth_path, tmp_path)
     truth = pd.read_csv(summary.ground_truth_path, dtype=str, keep_default_na=False)
-    labelled_bot = truth["is_bot"].astype(int) | truth["automated"].astype(int)
-    is_bot_by_family = dict(zip(truth["family"], labelled_bot, strict=True))
+    is_bot_by_family = dict(zip(truth["family"], truth["is_bot"].astype(int), strict=True))
 
     assert_one_label_per_session(events, labels, report)
     assert report["sessions_per_label_source"]["simulator"] == report["sessions"]
     assert report["ground_truth_clients"] == len(truth)
     assert set(labels["family"]) <= set(is_bot_by_family)
     assert labels["label"].tolist() == labels["family"].map(is_bot_by_family).tolist()
-
-
-def test_benign_automation_labelled_bot(tmp_path: Path) -> None:
-    """Simulated feed readers (is_bot 0, automated 1) get label 1, like real declared feed readers."""
-    run = LabelRun(tmp_path)
-    pseudonymizer = Pseudonymizer.from_config(run.cfg.data)
-    feed_ip = "198.51.100.7"
-    events = run.preprocess([raw_event(0, 1, pseudonymizer.client_id(feed_ip), user_agent=CHROME_UA, path="/feed/")])
-    write_ground_truth(run.ground_truth, [
-        {"ip": feed_ip, "user_agent": CHROME_UA, "family": "feed_reader", "is_bot": 0, "automated": 1},
-    ])
-    labels, _ = run.label()
-    session = session_of(events, pseudonymizer.client_id(feed_ip))
-    assert labels.loc[session, "label_source"] == "simulator"
-    assert labels.loc[session, "label"] == 1
