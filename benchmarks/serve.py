@@ -5,9 +5,11 @@ the configured registry (MLFLOW_TRACKING_URI, else mlflow.tracking_uri). For eac
 in this order and one after the other, the benchmark runs:
 
 1. a warm-up of `--warmup-s` seconds at 50 requests per second (not measured);
-2. a fixed-rate phase: `--rate` requests per second for `--duration` seconds, open loop. A
-   request's latency runs from its scheduled send time to the end of its response, so a
-   late client counts against the server (no coordinated omission);
+2. a fixed-rate phase: `--rate` requests per second for `--duration` seconds, on a fixed
+   schedule with at most `--max-in-flight` requests in flight. A request's latency
+   runs from its scheduled send time to the end of its response, so waiting for a free
+   connection counts against the server (no coordinated omission). Requests whose turn
+   comes after `--duration` are not sent and count as `not_sent_in_time` errors;
 3. a saturation phase: `--concurrency` clients send back to back for `--duration` seconds.
 
 Each phase stops after `--duration` seconds or `--max-requests` requests, whichever comes
@@ -19,13 +21,16 @@ a fresh address from 198.18.0.0/15 (RFC 2544 benchmarking) and shifts the times 
 days, so rounds add new sessions. `mlflow models serve` gets, per request, the feature row
 that the batch pipeline computes for the same click, as one-row `dataframe_split` JSON.
 
+The server's CPU time (all processes of its process group, from /proc) is read around each
+phase, because the load client runs on the same machine and can be the bottleneck.
+
 Lost records: after its phases the scoring service is flushed and stopped with SIGTERM,
 and the rows in its click store (a SQLite file in `--out-dir`) are compared with the
 requests for which it returned 200. `mlflow models serve` records nothing.
 
 Results go to `--out-dir` as JSON and Markdown, with the machine facts and the command.
 
-    python benchmarks/serve.py --duration 60 --rate 500 --concurrency 32
+    python benchmarks/serve.py --duration 60 --rate 500 --concurrency 8
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import platform
 import secrets
 import shlex
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -127,7 +133,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=60.0, help="Seconds per measured phase.")
     parser.add_argument("--rate", type=float, default=500.0, help="Requests per second of the fixed-rate phase.")
-    parser.add_argument("--concurrency", type=int, default=32, help="Concurrent clients of the saturation phase.")
+    parser.add_argument("--concurrency", type=int, default=8, help="Concurrent clients of the saturation phase.")
+    parser.add_argument("--max-in-flight", type=int, default=16, help="Most requests in flight in the fixed-rate phase.")
     parser.add_argument("--max-requests", type=int, default=1_000_000, help="Maximum requests per phase.")
     parser.add_argument("--warmup-s", type=float, default=5.0, help="Seconds of warm-up per server, not measured.")
     parser.add_argument("--timeout-s", type=float, default=10.0, help="Timeout of one request in seconds.")
@@ -260,15 +267,14 @@ class Server:
 
 
 def free_port() -> int:
-    import socket
-
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
 
 
 def child_env(cfg: DictConfig, extra: dict[str, str]) -> dict[str, str]:
-    """Environment of a server: the venv's bin first on PATH (mlflow runs `uvicorn`), telemetry off."""
+    """Return the environment of a server: the venv's bin first on PATH (mlflow runs `uvicorn`), telemetry off."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(
@@ -326,10 +332,10 @@ class LoadClient:
         return httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s, limits=limits)
 
 
-async def run_fixed_rate(load: LoadClient, rate: float, duration_s: float, max_requests: int) -> float:
+async def run_fixed_rate(load: LoadClient, rate: float, duration_s: float, max_requests: int, max_in_flight: int) -> float:
     """Send at `rate` per second on a fixed schedule for `duration_s`; returns the elapsed seconds.
 
-    At most `load.connections` requests are in flight. A request that has to wait for a
+    At most `max_in_flight` requests are in flight. A request that has to wait for a
     free connection still counts its latency from its scheduled time. Requests whose turn
     comes after `duration_s` are not sent and are counted as `not_sent_in_time` errors.
     """
@@ -342,7 +348,7 @@ async def run_fixed_rate(load: LoadClient, rate: float, duration_s: float, max_r
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            while len(pending) >= load.connections:
+            while len(pending) >= max_in_flight:
                 await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             if time.perf_counter() > start + duration_s:
                 load.errors["not_sent_in_time"] = total - n
@@ -382,14 +388,14 @@ def measure(
 
     `server_side` returns the server's latency histogram (bucket bound to count), when it has one.
     """
-    asyncio.run(run_fixed_rate(load, WARMUP_RATE, args.warmup_s, args.max_requests))
+    asyncio.run(run_fixed_rate(load, WARMUP_RATE, args.warmup_s, args.max_requests, args.max_in_flight))
     results = []
     for phase, target in (("fixed rate", f"{args.rate:g} req/s"), ("saturation", f"{args.concurrency} clients")):
         load.latencies, load.errors, load.sent = [], {}, 0
         before = server_side() if server_side else {}
         load_before, cpu_before = os.getloadavg()[0], server.cpu_seconds()
         if phase == "fixed rate":
-            seconds = asyncio.run(run_fixed_rate(load, args.rate, args.duration, args.max_requests))
+            seconds = asyncio.run(run_fixed_rate(load, args.rate, args.duration, args.max_requests, args.max_in_flight))
         else:
             seconds = asyncio.run(run_saturation(load, args.concurrency, args.duration, args.max_requests))
         result = PhaseResult(server.name, phase, target, seconds, load.sent, len(load.latencies), dict(load.errors),
@@ -445,7 +451,7 @@ def run_service(cfg: DictConfig, args: argparse.Namespace, replay: Replay, param
     ]  # fmt: skip
     server = Server("scoring service", command, child_env(cfg, {"BOTCLICK_ADMIN_TOKEN": token}), out_dir / "service.log", f"{url}/readyz")
     server.start()
-    load = LoadClient(url, "/v1/score", replay.click_body, args.timeout_s, max(args.concurrency, 64))
+    load = LoadClient(url, "/v1/score", replay.click_body, args.timeout_s, max(args.concurrency, args.max_in_flight))
     try:
         results = measure(server, load, args, lambda: latency_histogram(url))
         httpx.post(f"{url}/admin/flush", headers={"Authorization": f"Bearer {token}"}, timeout=STOP_TIMEOUT_S)
@@ -471,7 +477,9 @@ def run_mlflow(cfg: DictConfig, args: argparse.Namespace, replay: Replay) -> tup
     ]  # fmt: skip
     server = Server("mlflow models serve", command, child_env(cfg, {}), args.out_dir / "mlflow-serve.log", f"http://{LOOPBACK}:{port}/ping")
     server.start()
-    load = LoadClient(f"http://{LOOPBACK}:{port}", "/invocations", replay.feature_body, args.timeout_s, max(args.concurrency, 64))
+    load = LoadClient(
+        f"http://{LOOPBACK}:{port}", "/invocations", replay.feature_body, args.timeout_s, max(args.concurrency, args.max_in_flight)
+    )
     try:
         return measure(server, load, args), shlex.join(command)
     finally:
@@ -525,7 +533,12 @@ def _ratio_line(results: list[PhaseResult]) -> str:
     ours, theirs = by_key.get(("scoring service", "saturation")), by_key.get(("mlflow models serve", "saturation"))
     if ours is None or theirs is None or theirs.throughput == 0:
         return "Throughput ratio at saturation: n/a (mlflow models serve skipped or failed)."
-    return f"Throughput ratio at saturation, scoring service / mlflow models serve: {ours.throughput / theirs.throughput:.1f}x."
+    ours_per_cpu = ours.throughput / ours.server_cpu_cores
+    theirs_per_cpu = theirs.throughput / theirs.server_cpu_cores
+    return (
+        f"Throughput ratio at saturation, scoring service / mlflow models serve: {ours.throughput / theirs.throughput:.1f}x. "
+        f"Per server CPU-second: {ours_per_cpu:.0f} / {theirs_per_cpu:.0f} requests, {ours_per_cpu / theirs_per_cpu:.1f}x."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

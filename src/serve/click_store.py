@@ -237,8 +237,13 @@ def raw_event_from_row(row: Mapping[str, Any], table_name: str) -> dict[str, Any
 
 
 def exported_line(row: Mapping[str, Any]) -> str:
-    """Return one store row as a JSON line (times in ISO-8601 UTC, `store_id` the row id)."""
+    """Return one store row as a JSON line (times in ISO-8601 UTC, `store_id` the row id).
+
+    An empty protocol is written as null, as in a click event, whose protocol must
+    otherwise look like "HTTP/1.1".
+    """
     record: dict[str, Any] = {name: row[name] for name in RECORD_COLUMNS}
+    record["protocol"] = row["protocol"] or None
     record["ts"] = _iso(row["ts"])
     record["received_at"] = _iso(row["received_at"])
     record["store_id"] = int(row[ID_COLUMN])
@@ -282,7 +287,7 @@ class ExportedClick(BaseModel):
     prefix_id: str = Field(min_length=1, pattern=r"^[0-9a-f]+$")
     method: str = Field(pattern=f"^(?:{HTTP_TOKEN_PATTERN})?$")
     path: str
-    protocol: str
+    protocol: str | None
     status: int | None = Field(default=None, ge=MIN_STATUS, le=MAX_STATUS, strict=True)
     bytes: int | None = Field(default=None, ge=0, le=INT64_MAX, strict=True)
     referrer: str
@@ -313,6 +318,7 @@ def parse_exported_line(text: str) -> dict[str, Any]:
 
     fields = {name: getattr(click, name) for name in STORED_RAW_COLUMNS}
     fields["ts"] = click.ts.astimezone(UTC)
+    fields["protocol"] = click.protocol or ""
     fields["source_format"] = CLICK_STORE_FORMAT
     return fields
 

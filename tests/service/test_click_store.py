@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet  # noqa: F401 - makes pa.parquet available
 import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
@@ -119,6 +120,28 @@ def test_export_round_trips_through_parser(store, tmp_path):
         assert fields["source_format"] == CLICK_STORE_FORMAT
     assert json.loads(lines[0])["store_id"] == 1
     assert not out.with_name(out.name + ".partial").exists()
+
+
+def test_collect_reads_export(store, tmp_path):
+    from src.data.collect import collect
+
+    stored = [record(i) for i in range(4)]
+    stored[1]["protocol"] = ""
+    stored[2]["referrer"] = ""
+    store.insert(stored)
+    logs = tmp_path / "logs"
+    export_click_store(store.url, TABLE, logs / "clicks.jsonl")
+
+    out = tmp_path / "collected"
+    cfg = compose_config(["data.mix_simulated=false"])
+    report = collect(logs, out / "raw.parquet", out / "quarantine.jsonl", out / "collect.json", cfg)
+    events = pa.parquet.read_table(out / "raw.parquet").to_pylist()
+
+    assert report["totals"]["parsed"] == 4
+    assert report["totals"]["quarantined"] == 0
+    for event, expected in zip(events, stored, strict=True):
+        for name in ("ts", "client_id", "prefix_id", "method", "path", "protocol", "status", "bytes", "referrer", "user_agent"):
+            assert event[name] == expected[name], name
 
 
 def test_export_since_keeps_later_clicks(store, tmp_path):
