@@ -1,7 +1,7 @@
 """Point-in-time session features, computed incrementally.
 
 `SessionFeatureState.update` takes a session's requests one at a time, in time order,
-and returns the feature vector as of that request: it sees the request itself and the
+and returns the feature vector as of that request. The vector covers the request itself and the
 earlier ones, never later ones. The batch pipeline (`src/features/featurize.py`) and the
 scoring service run this same class, so training and serving features are identical.
 """
@@ -24,7 +24,7 @@ HOURS_PER_DAY = 24
 
 @dataclass(frozen=True, slots=True)
 class RequestEvent:
-    """One request as the feature code sees it; `ts` is seconds since the epoch, UTC."""
+    """One request, as the feature code reads it; `ts` is seconds since the epoch, UTC."""
 
     ts: float
     method: str

@@ -9,25 +9,15 @@ from typing import Any, Sequence
 from omegaconf import DictConfig
 
 from src.config import compose_config
-from src.review.settings import with_config_group
-
-# Config groups that the release reads and that conf/config.yaml may not list yet.
-RELEASE_GROUPS: tuple[str, ...] = ("release", "review")
-
+from src.review.settings import config_group
 
 class ReleaseConfigError(ValueError):
     """A `release` setting with an invalid value; the message names the key."""
 
 
 def compose_release_config(env: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose conf/ for `env` with the release and review groups, then apply `overrides`.
-
-    A group missing from the defaults list of conf/config.yaml is added with
-    `+<group>=default`, so overrides such as `release.smoke.port=0` work either way.
-    """
-    base = compose_config([f"env={env}"])
-    added = [f"+{group}=default" for group in RELEASE_GROUPS if group not in base]
-    return compose_config([f"env={env}", *added, *overrides])
+    """Compose conf/ for `env`, then apply `overrides` such as `release.smoke.port=0`."""
+    return compose_config([f"env={env}", *overrides])
 
 
 def _require(condition: bool, key: str, value: Any, expected: str) -> None:
@@ -66,8 +56,8 @@ class ReleaseSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> ReleaseSettings:
-        """Read `cfg.release`, loading conf/release/default.yaml when the config lacks it."""
-        release = with_config_group(cfg, "release").release
+        """Read `cfg.release`."""
+        release = config_group(cfg, "release")
         smoke = release.smoke
         scale = release.pipeline.simulate_scale
         settings = cls(

@@ -8,30 +8,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from src.config import CONF_DIR
 
 
 class ReviewConfigError(ValueError):
     """A `review` setting with an invalid value; the message names the key."""
 
 
-def with_config_group(cfg: DictConfig, group: str, conf_dir: Path = CONF_DIR) -> DictConfig:
-    """Return `cfg` merged over conf/<group>/default.yaml under the key `group`.
-
-    Values already in `cfg` win, as they do when the group is in the defaults list of
-    conf/config.yaml, so the merge changes nothing once it is there. Interpolations such
-    as ${paths.root} resolve against `cfg`.
-    """
-    source = conf_dir / group / "default.yaml"
-    if not source.is_file():
-        raise FileNotFoundError(f"config group file not found: {source}; restore it from git")
-    defaults = OmegaConf.create({group: OmegaConf.load(source)})
-    merged = OmegaConf.merge(defaults, cfg)
-    if not isinstance(merged, DictConfig):
-        raise TypeError(f"merging {source} did not give a mapping")
-    return merged
+def config_group(cfg: DictConfig, group: str) -> DictConfig:
+    """Return `cfg.<group>`, or raise KeyError saying how to rebuild a params file that lacks it."""
+    if group not in cfg:
+        raise KeyError(f"the config has no {group!r} group; run `botclick params` to recompose params.yaml from conf/")
+    return cfg[group]
 
 
 def _require(condition: bool, key: str, value: Any, expected: str) -> None:
@@ -70,8 +59,8 @@ class ReviewSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> ReviewSettings:
-        """Read `cfg.review` (loading conf/review/default.yaml when missing) and `paths.reviews`."""
-        review = with_config_group(cfg, "review").review
+        """Read `cfg.review` and `paths.reviews`."""
+        review = config_group(cfg, "review")
         web = review.web
         settings = cls(
             queue_path=Path(str(review.queue_path)),

@@ -16,7 +16,7 @@ META_FILE = "model_meta.json"
 
 @dataclass
 class ModelMeta:
-    """What serving and evaluation need besides the trees."""
+    """Model metadata that serving and evaluation need besides the trees."""
 
     feature_names: list[str]
     threshold: float
