@@ -6,11 +6,16 @@ in this order and one after the other, the benchmark runs:
 
 1. a warm-up of `--warmup-s` seconds at 50 requests per second (not measured);
 2. a fixed-rate phase: `--rate` requests per second for `--duration` seconds, on a fixed
-   schedule with at most `--max-in-flight` requests in flight. A request's latency
-   runs from its scheduled send time to the end of its response, so waiting for a free
-   connection counts against the server (no coordinated omission). Requests whose turn
-   comes after `--duration` are not sent and count as `not_sent_in_time` errors;
-3. a saturation phase: `--concurrency` clients send back to back for `--duration` seconds.
+   schedule over `--max-in-flight` keep-alive connections. A request's latency runs from
+   its scheduled send time to the end of its response, so waiting for a free connection,
+   or for the client's own event loop, counts against the server (no coordinated
+   omission). The client's send lag (scheduled time to write) is reported on its own.
+   Requests whose turn comes after `--duration` are not sent and count as
+   `not_sent_in_time` errors;
+3. a saturation phase: `--concurrency` connections send back to back for `--duration` seconds.
+
+The load client is benchmarks/loadgen.py, a lean HTTP/1.1 client on uvloop, because it
+shares the machine's CPUs with the server it measures.
 
 Each phase stops after `--duration` seconds or `--max-requests` requests, whichever comes
 first, and waits at most `--timeout-s` for the last responses.
@@ -36,7 +41,6 @@ Results go to `--out-dir` as JSON and Markdown, with the machine facts and the c
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import json
 import logging
@@ -58,7 +62,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import httpx
+import loadgen
 import numpy as np
+from loadgen import LoadClient
 from omegaconf import DictConfig
 
 from src.config import PARAMS_FILE, REPO_ROOT, compose_config, load_params, write_params
@@ -294,92 +300,6 @@ def percentiles_ms(latencies: list[float]) -> dict[str, float]:
     return stats
 
 
-class LoadClient:
-    """Client that sends POST requests from this process's event loop and records the outcomes."""
-
-    def __init__(self, base_url: str, route: str, body: Callable[[int], bytes], timeout_s: float, connections: int) -> None:
-        self.base_url, self.route, self.body, self.timeout_s = base_url, route, body, timeout_s
-        self.connections = connections
-        self.next_index = 0
-        self.latencies: list[float] = []
-        self.errors: dict[str, int] = {}
-        self.sent = 0
-        # 200 responses since start, warm-up included, to compare with the stored clicks.
-        self.total_ok = 0
-
-    async def send(self, client: httpx.AsyncClient, index: int, scheduled: float) -> None:
-        """Send request `index` and record its latency from `scheduled` (a perf_counter value)."""
-        self.sent += 1
-        try:
-            response = await client.post(self.route, content=self.body(index), headers={"content-type": "application/json"})
-        except httpx.TimeoutException:
-            self._error("timeout")
-            return
-        except httpx.HTTPError as err:
-            self._error(type(err).__name__)
-            return
-        if response.status_code != 200:
-            self._error(f"status_{response.status_code}")
-            return
-        self.latencies.append(time.perf_counter() - scheduled)
-        self.total_ok += 1
-
-    def _error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-    def http_client(self) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=self.connections, max_keepalive_connections=self.connections)
-        return httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s, limits=limits)
-
-
-async def run_fixed_rate(load: LoadClient, rate: float, duration_s: float, max_requests: int, max_in_flight: int) -> float:
-    """Send at `rate` per second on a fixed schedule for `duration_s`; returns the elapsed seconds.
-
-    At most `max_in_flight` requests are in flight. A request that has to wait for a
-    free connection still counts its latency from its scheduled time. Requests whose turn
-    comes after `duration_s` are not sent and are counted as `not_sent_in_time` errors.
-    """
-    pending: set[asyncio.Task[None]] = set()
-    total = min(max_requests, int(rate * duration_s))
-    async with load.http_client() as client:
-        start = time.perf_counter()
-        for n in range(total):
-            scheduled = start + n / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            while len(pending) >= max_in_flight:
-                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if time.perf_counter() > start + duration_s:
-                load.errors["not_sent_in_time"] = total - n
-                break
-            task = asyncio.create_task(load.send(client, load.next_index, scheduled))
-            load.next_index += 1
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-        if pending:
-            await asyncio.wait(pending, timeout=load.timeout_s)
-        return time.perf_counter() - start
-
-
-async def run_saturation(load: LoadClient, concurrency: int, duration_s: float, max_requests: int) -> float:
-    """Run `concurrency` clients back to back; returns the elapsed seconds."""
-    budget = {"left": max_requests}
-    async with load.http_client() as client:
-        start = time.perf_counter()
-        deadline = start + duration_s
-
-        async def worker() -> None:
-            while time.perf_counter() < deadline and budget["left"] > 0:
-                budget["left"] -= 1
-                index = load.next_index
-                load.next_index += 1
-                await load.send(client, index, time.perf_counter())
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - start
-
-
 def measure(
     server: Server, load: LoadClient, args: argparse.Namespace,
     server_side: Callable[[], dict[float, float]] | None = None,
@@ -388,19 +308,24 @@ def measure(
 
     `server_side` returns the server's latency histogram (bucket bound to count), when it has one.
     """
-    asyncio.run(run_fixed_rate(load, WARMUP_RATE, args.warmup_s, args.max_requests, args.max_in_flight))
+    load.connections = args.max_in_flight
+    loadgen.run(loadgen.fixed_rate(load, WARMUP_RATE, args.warmup_s, args.max_requests))
     results = []
     for phase, target in (("fixed rate", f"{args.rate:g} req/s"), ("saturation", f"{args.concurrency} clients")):
-        load.latencies, load.errors, load.sent = [], {}, 0
+        load.reset()
         before = server_side() if server_side else {}
         load_before, cpu_before = os.getloadavg()[0], server.cpu_seconds()
         if phase == "fixed rate":
-            seconds = asyncio.run(run_fixed_rate(load, args.rate, args.duration, args.max_requests, args.max_in_flight))
+            load.connections = args.max_in_flight
+            seconds = loadgen.run(loadgen.fixed_rate(load, args.rate, args.duration, args.max_requests))
         else:
-            seconds = asyncio.run(run_saturation(load, args.concurrency, args.duration, args.max_requests))
-        result = PhaseResult(server.name, phase, target, seconds, load.sent, len(load.latencies), dict(load.errors),
-                             percentiles_ms(load.latencies), (load_before, os.getloadavg()[0]),
+            load.connections = args.concurrency
+            seconds = loadgen.run(loadgen.saturation(load, args.duration, args.max_requests))
+        stats = load.stats
+        result = PhaseResult(server.name, phase, target, seconds, stats.sent, len(stats.latencies), dict(stats.errors),
+                             percentiles_ms(stats.latencies), (load_before, os.getloadavg()[0]),
                              (server.cpu_seconds() - cpu_before) / seconds)
+        result.latency_ms.update({f"send_lag_{k}": v for k, v in percentiles_ms(stats.send_lags).items()})
         if server_side:
             result.latency_ms.update(bucket_percentiles(before, server_side()))
         logger.info("%s %s: %.0f ok/s, %s, errors %s, server CPU %.2f cores", server.name, phase, result.throughput,
@@ -451,7 +376,7 @@ def run_service(cfg: DictConfig, args: argparse.Namespace, replay: Replay, param
     ]  # fmt: skip
     server = Server("scoring service", command, child_env(cfg, {"BOTCLICK_ADMIN_TOKEN": token}), out_dir / "service.log", f"{url}/readyz")
     server.start()
-    load = LoadClient(url, "/v1/score", replay.click_body, args.timeout_s, max(args.concurrency, args.max_in_flight))
+    load = LoadClient(LOOPBACK, port, "/v1/score", replay.click_body, args.timeout_s, args.max_in_flight)
     try:
         results = measure(server, load, args, lambda: latency_histogram(url))
         httpx.post(f"{url}/admin/flush", headers={"Authorization": f"Bearer {token}"}, timeout=STOP_TIMEOUT_S)
@@ -477,9 +402,7 @@ def run_mlflow(cfg: DictConfig, args: argparse.Namespace, replay: Replay) -> tup
     ]  # fmt: skip
     server = Server("mlflow models serve", command, child_env(cfg, {}), args.out_dir / "mlflow-serve.log", f"http://{LOOPBACK}:{port}/ping")
     server.start()
-    load = LoadClient(
-        f"http://{LOOPBACK}:{port}", "/invocations", replay.feature_body, args.timeout_s, max(args.concurrency, args.max_in_flight)
-    )
+    load = LoadClient(LOOPBACK, port, "/invocations", replay.feature_body, args.timeout_s, args.max_in_flight)
     try:
         return measure(server, load, args), shlex.join(command)
     finally:
@@ -492,7 +415,7 @@ def machine_facts() -> dict[str, Any]:
                       if line.startswith("model name")), platform.processor())
     memory_kib = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                        if line.startswith("MemTotal")), 0)
-    packages = {name: version(name) for name in ("mlflow", "xgboost-cpu", "fastapi", "uvicorn", "httpx")}
+    packages = {name: version(name) for name in ("mlflow", "xgboost-cpu", "fastapi", "uvicorn", "uvloop")}
     return {
         "nproc": len(os.sched_getaffinity(0)), "cpu_model": cpu_model, "mem_total_gib": round(memory_kib / 2**20, 1),
         "python": platform.python_version(), "platform": platform.platform(), "packages": packages,
@@ -503,9 +426,9 @@ def machine_facts() -> dict[str, Any]:
 def markdown(results: list[PhaseResult], records: dict[str, Any], facts: dict[str, Any], commands: dict[str, str]) -> str:
     """Render the results as the Markdown table of docs/benchmarks.md."""
     lines = [
-        "| server | phase | target | ok/s | p50 ms | p99 ms | max ms | server p99 ms (bucket) | server CPU (cores) "
-        "| sent | errors | load avg |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| server | phase | target | ok/s | p50 ms | p99 ms | max ms | client send lag p99 ms | server p99 ms (bucket) "
+        "| server CPU (cores) | sent | errors | load avg |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in results:
         lat = r.latency_ms
@@ -513,7 +436,8 @@ def markdown(results: list[PhaseResult], records: dict[str, Any], facts: dict[st
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(r.errors.items())) or "0"
         lines.append(
             f"| {r.server} | {r.phase} | {r.target} | {r.throughput:.0f} | {lat.get('p50', math.nan):.2f} | "
-            f"{lat.get('p99', math.nan):.2f} | {lat.get('max', math.nan):.1f} | {server_p99} | {r.server_cpu_cores:.2f} "
+            f"{lat.get('p99', math.nan):.2f} | {lat.get('max', math.nan):.1f} | {lat.get('send_lag_p99', math.nan):.2f} "
+            f"| {server_p99} | {r.server_cpu_cores:.2f} "
             f"| {r.sent} | {errors} | "
             f"{r.load_average[0]:.1f} to {r.load_average[1]:.1f} |"
         )
@@ -544,7 +468,7 @@ def _ratio_line(results: list[PhaseResult]) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every request at INFO, which would cost the load client CPU time.
+    # httpx, used for readiness polls and /metrics, logs every request at INFO.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     cfg = load_config(args.params)

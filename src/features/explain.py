@@ -1,6 +1,8 @@
 """Explain a bot score with the features that pushed it up most.
 
-Uses XGBoost's per-feature contributions (SHAP values on the log-odds scale).
+Uses XGBoost's per-feature contributions on the log-odds scale: exact SHAP values
+(TreeSHAP) by default, or the approximate path attribution (Saabas), which costs about
+a quarter as much for one row.
 """
 
 from __future__ import annotations
@@ -18,15 +20,23 @@ def top_reasons(
     names: Sequence[str],
     descriptions: Mapping[str, str],
     count: int,
+    approximate: bool = False,
+    data: xgb.DMatrix | None = None,
 ) -> list[list[dict[str, float | str]]]:
     """Return, per row, the `count` features with the largest positive contribution.
 
     Each reason has the feature name, a plain-language text, the row's value and the
     contribution in log-odds. Rows whose score nothing pushed up get no reasons.
+    With `approximate`, contributions are Saabas path attributions instead of SHAP values.
+    Both sum, with the bias, to the row's log-odds. `data` is a DMatrix of `matrix` that
+    the caller built already (see `predict_proba_rows`); its columns are not checked again.
     """
     if len(matrix) == 0:
         return []
-    contributions = booster.predict(xgb.DMatrix(matrix, feature_names=list(names)), pred_contribs=True)[:, :-1]
+    validate = data is None
+    if data is None:
+        data = xgb.DMatrix(matrix, feature_names=list(names))
+    contributions = booster.predict(data, pred_contribs=True, approx_contribs=approximate, validate_features=validate)[:, :-1]
     reasons: list[list[dict[str, float | str]]] = []
     for row, values in zip(contributions, matrix, strict=True):
         order = np.argsort(-row, kind="stable")[:count]

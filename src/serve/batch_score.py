@@ -47,7 +47,8 @@ def score_sessions(events: pd.DataFrame, model: LoadedModel, cfg: DictConfig) ->
     matrix = feature_matrix(last, model.meta.feature_names)
     probability = predict_proba(model.booster, matrix)
     reasons = top_reasons(
-        model.booster, matrix, model.meta.feature_names, dict(cfg.features.descriptions), int(cfg.evaluate.top_reasons)
+        model.booster, matrix, model.meta.feature_names, dict(cfg.features.descriptions), int(cfg.serve.top_reasons),
+        bool(cfg.serve.approximate_reasons),
     )
 
     spans = events.groupby("session_id", sort=False).agg(

@@ -64,6 +64,9 @@ def serve(
         log_level=str(cfg.serve.log_level),
         access_log=bool(cfg.serve.access_log),
         timeout_graceful_shutdown=int(cfg.serve.graceful_shutdown_timeout_s),
+        # The client address comes in the click event, never from the connection, so the
+        # X-Forwarded-For middleware would only add work to every request.
+        proxy_headers=False,
     )
 
 

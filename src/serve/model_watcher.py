@@ -25,7 +25,7 @@ from src.serve.champion import (
 )
 from src.serve.metrics import ServiceMetrics
 from src.serve.settings import ServeSettings
-from src.train.model_io import predict_proba
+from src.train.model_io import predict_proba_rows
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +82,12 @@ def prepare_model(loaded: LoadedModel, feature_names: Sequence[str], settings: S
     return ActiveModel(loaded, columns, flag, block, time.time())
 
 
-def warm_up(model: ActiveModel, top_reasons_count: int) -> None:
+def warm_up(model: ActiveModel, settings: ServeSettings) -> None:
     """Run one prediction and one explanation, so the first request does not pay for setup."""
     row = np.zeros((1, len(model.columns)), dtype=np.float64)
-    predict_proba(model.loaded.booster, row)
-    top_reasons(model.loaded.booster, row, model.loaded.meta.feature_names, {}, top_reasons_count)
+    _, data = predict_proba_rows(model.loaded.booster, row)
+    names = model.loaded.meta.feature_names
+    top_reasons(model.loaded.booster, row, names, {}, settings.top_reasons, settings.approximate_reasons, data)
 
 
 class ModelWatcher:
@@ -142,7 +143,7 @@ class ModelWatcher:
         try:
             loaded = await asyncio.to_thread(load_version, self._cfg, version)
             model = prepare_model(loaded, self._feature_names, self._settings)
-            await asyncio.to_thread(warm_up, model, self._settings.top_reasons)
+            await asyncio.to_thread(warm_up, model, self._settings)
         except Exception as err:  # noqa: BLE001 - any failed load keeps the model in use
             return self._record_error("load", err)
 

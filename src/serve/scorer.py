@@ -24,14 +24,17 @@ from src.features.online import OnlineSessionTracker
 from src.features.request_kind import RequestKindClassifier
 from src.features.session_features import FeatureSettings, RequestEvent, check_feature_names
 from src.features.sessions import client_key
+from src.serve.benign import CAPPED_REASON, BenignAutomation
 from src.serve.model_watcher import RULES_VERSION, ActiveModel
 from src.serve.settings import ALLOW, BLOCK, FLAG, ServeSettings
 from src.train.baselines import is_declared_crawler
-from src.train.model_io import predict_proba
+from src.train.model_io import predict_proba_rows
 
 logger = logging.getLogger(__name__)
 
 Reason = dict[str, Any]
+# Probability, decision, model version and reasons of one click.
+Outcome = tuple[float, str, str, list[Reason]]
 
 
 @dataclass
@@ -56,6 +59,8 @@ class TrackedClick:
     vector: list[float]
     # Reasons for this click whatever its decision (the request's ?explain=true).
     explain: bool
+    # Request kind (src.features.request_kind), for the benign automation rule.
+    kind: str
 
 
 def decide(probability: float, flag_threshold: float, block_threshold: float) -> str:
@@ -87,6 +92,7 @@ class ClickScorer:
         self.descriptions = {str(k): str(v) for k, v in cfg.features.descriptions.items()}
         self._settings = settings
         self._rate_column = self.feature_names.index(str(cfg.evaluate.rate_rule_feature))
+        self.benign = BenignAutomation.from_config(cfg.serve.benign_automation, self.feature_names)
 
     def score(self, events: Sequence[ClickEvent], model: ActiveModel | None, explain_all: bool) -> list[ScoredClick]:
         """Add the clicks to their sessions in the given order and score them together."""
@@ -108,6 +114,7 @@ class ClickScorer:
         else:
             outcomes = self._score_model(model, matrix, [click.explain for click in tracked])
 
+        outcomes = [self._cap_benign(click, outcome) for click, outcome in zip(tracked, outcomes, strict=True)]
         received_at = datetime.now(UTC)
         return [
             self._result(click, probability, decision, version, reasons, received_at)
@@ -130,27 +137,36 @@ class ClickScorer:
             kind=self.classifier.classify(fields["path"]),
         )
         session_id, vector = self.tracker.update(client_key(client_id, event.user_agent), request)
-        return TrackedClick(fields, session_id, vector, explain)
+        return TrackedClick(fields, session_id, vector, explain, request.kind)
+
+    def _cap_benign(self, click: TrackedClick, outcome: Outcome) -> Outcome:
+        """Turn `block` into `flag` for declared benign automation (src/serve/benign.py), with a reason."""
+        probability, decision, version, reasons = outcome
+        if decision != BLOCK or not self.benign.applies(click.fields, click.kind, click.vector):
+            return outcome
+        return probability, FLAG, version, [dict(CAPPED_REASON), *reasons]
 
     def _score_model(
         self, model: ActiveModel, matrix: np.ndarray, explain: list[bool]
-    ) -> list[tuple[float, str, str, list[Reason]]]:
+    ) -> list[Outcome]:
         columns = matrix[:, model.columns]
-        probabilities = predict_proba(model.loaded.booster, columns)
+        probabilities, data = predict_proba_rows(model.loaded.booster, columns)
         decisions = [decide(float(p), model.flag_threshold, model.block_threshold) for p in probabilities]
 
         reasons: list[list[Reason]] = [[] for _ in decisions]
         explained_rows = [i for i, d in enumerate(decisions) if explain[i] or d in self._settings.explain_decisions]
         if explained_rows and self._settings.top_reasons > 0:
+            # Reuse the prediction's DMatrix when every row is explained, as for most single clicks.
+            reuse = data if len(explained_rows) == len(decisions) else None
             explained = top_reasons(
                 model.loaded.booster, columns[explained_rows], model.loaded.meta.feature_names,
-                self.descriptions, self._settings.top_reasons,
+                self.descriptions, self._settings.top_reasons, self._settings.approximate_reasons, reuse,
             )
             for index, row_reasons in zip(explained_rows, explained, strict=True):
                 reasons[index] = row_reasons
         return [(float(p), d, model.version, r) for p, d, r in zip(probabilities, decisions, reasons, strict=True)]
 
-    def _score_rules(self, tracked: Sequence[TrackedClick], matrix: np.ndarray) -> list[tuple[float, str, str, list[Reason]]]:
+    def _score_rules(self, tracked: Sequence[TrackedClick], matrix: np.ndarray) -> list[Outcome]:
         rules = self._settings.rules
         outcomes = []
         for click, rate in zip(tracked, matrix[:, self._rate_column], strict=True):

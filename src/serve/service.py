@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -142,6 +143,7 @@ class ScoringService:
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
         """Start the writer, load the champion and poll the registry; on exit, stop and drain."""
         xgb.set_config(nthread=self.settings.predict_threads)
+        sys.setswitchinterval(self.settings.gil_switch_interval_s)
         os.environ.setdefault(MLFLOW_TIMEOUT_ENV, str(self.settings.registry_http_timeout_s))
         os.environ.setdefault(MLFLOW_RETRIES_ENV, str(self.settings.registry_http_max_retries))
         os.environ.setdefault(MLFLOW_PROGRESS_BAR_ENV, "false")

@@ -90,8 +90,10 @@ class ServeSettings:
     flag_threshold: float | None
     block_threshold: float
     top_reasons: int
+    approximate_reasons: bool
     explain_decisions: frozenset[str]
     predict_threads: int
+    gil_switch_interval_s: float
     max_clients: int
     poll_interval_s: float
     registry_http_timeout_s: int
@@ -117,8 +119,10 @@ class ServeSettings:
             flag_threshold=None if flag is None else _probability(flag, "flag_threshold"),
             block_threshold=_probability(serve.block_threshold, "block_threshold"),
             top_reasons=int(serve.top_reasons),
+            approximate_reasons=bool(serve.approximate_reasons),
             explain_decisions=frozenset(str(d) for d in serve.explain_decisions),
             predict_threads=int(serve.predict_threads),
+            gil_switch_interval_s=_positive(serve.gil_switch_interval_s, "gil_switch_interval_s"),
             max_clients=int(serve.max_clients),
             poll_interval_s=_positive(serve.poll_interval_s, "poll_interval_s"),
             registry_http_timeout_s=int(serve.registry_http_timeout_s),

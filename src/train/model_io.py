@@ -55,6 +55,18 @@ def feature_matrix(rows: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
     return rows[feature_names].to_numpy(dtype=np.float64)
 
 
+def predict_proba_rows(booster: xgb.Booster, matrix: np.ndarray) -> tuple[np.ndarray, xgb.DMatrix]:
+    """Return the bot probabilities of a few rows, and the DMatrix built for them.
+
+    The scoring service calls this for each group of requests. For one row, a DMatrix plus
+    `predict` took about 100 us against about 140 us for `inplace_predict` (xgboost 3.2, one
+    thread), and `top_reasons` can reuse the DMatrix. The values equal `predict_proba`'s.
+    Columns must already be in the booster's feature order: they are not checked per call.
+    """
+    data = xgb.DMatrix(matrix)
+    return np.asarray(booster.predict(data, validate_features=False), dtype=np.float64), data
+
+
 def predict_proba(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
     """Return bot probabilities; training, evaluation, batch scoring and the service all call this."""
     if len(matrix) == 0:

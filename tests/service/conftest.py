@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,12 +16,15 @@ from omegaconf import DictConfig
 
 from src.config import compose_config
 from tests.helpers import workdir_config
+from tests.service.postgres import PostgresServer, PostgresUnavailable
 from tests.service.server import PSEUDONYM_KEY, ServiceProcess, child_env
 
 # Share of the simulator's default client counts: enough sessions to train and register.
 SIM_SCALE = 0.25
 MODEL_NAME = "bot-click"
 CHAMPION = "champion"
+# A PostgreSQL URL to test the click store against, in place of a throwaway server.
+POSTGRES_URL_ENV = "BOTCLICK_TEST_POSTGRES_URL"
 
 
 @dataclass(frozen=True)
@@ -115,3 +121,22 @@ def start_service(
         overrides=(*store, *overrides),
     )
     return service.start()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """Return a PostgreSQL URL: BOTCLICK_TEST_POSTGRES_URL, else a throwaway server on 127.0.0.1.
+
+    Skips when neither is available. A server that is installed but fails to start fails the test.
+    """
+    if os.environ.get(POSTGRES_URL_ENV):
+        yield os.environ[POSTGRES_URL_ENV]
+        return
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as err:
+        pytest.skip(f"{err}, or set {POSTGRES_URL_ENV} to a PostgreSQL URL")
+    except subprocess.CalledProcessError as err:
+        pytest.fail(f"starting PostgreSQL failed: {' '.join(err.cmd)}\n{err.stderr}")
+    yield server.url
+    server.stop()

@@ -34,7 +34,6 @@ from src.serve.store_writer import ClickStoreWriter, SpillFile
 TABLE = "clicks"
 PRAGMAS = {"journal_mode": "WAL", "synchronous": "NORMAL", "busy_timeout": "5000"}
 START = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
-POSTGRES_URL_ENV = "BOTCLICK_TEST_POSTGRES_URL"
 
 
 def record(index: int, ts: datetime = START) -> dict[str, Any]:
@@ -240,10 +239,8 @@ def test_writer_flush_and_close_insert_everything(tmp_path):
     reopened.dispose()
 
 
-@pytest.mark.skipif(not os.environ.get(POSTGRES_URL_ENV), reason=f"set {POSTGRES_URL_ENV} to a PostgreSQL URL to run")
-def test_postgresql_round_trip(tmp_path):
-    pytest.importorskip("psycopg", reason="the psycopg driver is not installed")
-    url = os.environ[POSTGRES_URL_ENV]
+def test_postgresql_round_trip(tmp_path, postgres_url):
+    url = postgres_url
     table = f"clicks_test_{os.getpid()}"
     store = ClickStore(url, table, {})
     try:
