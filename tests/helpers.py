@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Sequence
 
 from omegaconf import DictConfig
@@ -63,3 +66,13 @@ def run_stages(cfg: DictConfig) -> dict:
     featurize(p["events"], p["features"], cfg)
     train(p["features"], p["session_labels"], p["model_dir"], cfg)
     return evaluate(p["features"], p["session_labels"], p["model_dir"], p["metrics"], p["evaluation"], p["plots_dir"], cfg)
+
+
+def import_script(path: Path, name: str) -> ModuleType:
+    """Import a script that is not in a package (such as benchmarks/*.py) as module `name`."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from src.monitor.render import json_ready, markdown_table, percent
 from src.monitor.sessions import CLICKS, LAST_SEEN, SCORE, USER_AGENT_FAMILY, user_agent_family_only
-from src.serve.batch_score import ALLOW, FLAG
+from src.serve.settings import ALLOW, FLAG
 from src.serve.champion import LoadedModel
 
 logger = logging.getLogger(__name__)

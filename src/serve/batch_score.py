@@ -21,11 +21,13 @@ from src.features.explain import format_reasons, top_reasons
 from src.features.featurize import featurize_events
 from src.features.session_features import FeatureSettings
 from src.serve.champion import LoadedModel
+from src.serve.model_watcher import prepare_model
+from src.serve.scorer import decide
+from src.serve.settings import ALLOW, ServeSettings
 from src.train.model_io import feature_matrix, predict_proba
 
 logger = logging.getLogger(__name__)
 
-FLAG, ALLOW = "flag", "allow"
 SCORE_COLUMNS = [
     "client_id", "session_id", "session_start", "session_end", "n_requests",
     "bot_probability", "decision", "top_features",
@@ -41,11 +43,16 @@ def events_from_logs(files: Sequence[Path], cfg: DictConfig, workdir: Path) -> p
 
 
 def score_sessions(events: pd.DataFrame, model: LoadedModel, cfg: DictConfig) -> pd.DataFrame:
-    """Score each session at its last request and explain the score."""
+    """Score each session at its last request and explain the score.
+
+    Decisions use the service's thresholds (serve.flag_threshold, else the model's, and
+    serve.block_threshold), so a session gets the decision its last click got in the service.
+    """
     features = featurize_events(events, FeatureSettings.from_config(cfg.features))
     last = features.groupby("session_id", sort=False).tail(1)
     matrix = feature_matrix(last, model.meta.feature_names)
     probability = predict_proba(model.booster, matrix)
+    active = prepare_model(model, model.meta.feature_names, ServeSettings.from_config(cfg))
     reasons = top_reasons(
         model.booster, matrix, model.meta.feature_names, dict(cfg.features.descriptions), int(cfg.serve.top_reasons),
         bool(cfg.serve.approximate_reasons),
@@ -58,7 +65,7 @@ def score_sessions(events: pd.DataFrame, model: LoadedModel, cfg: DictConfig) ->
         {
             "session_id": last["session_id"].to_numpy(),
             "bot_probability": probability,
-            "decision": [FLAG if p >= model.meta.threshold else ALLOW for p in probability],
+            "decision": [decide(float(p), active.flag_threshold, active.block_threshold) for p in probability],
             "top_features": [format_reasons(r) for r in reasons],
         }
     )
@@ -74,5 +81,5 @@ def score_logs(files: Sequence[Path], model: LoadedModel, cfg: DictConfig) -> pd
         logger.warning("no parsed requests in %s; writing an empty score table", [str(f) for f in files])
         return pd.DataFrame(columns=SCORE_COLUMNS)
     table = score_sessions(events, model, cfg)
-    logger.info("scored %d sessions with %s version %s: %d flagged", len(table), cfg.mlflow.registered_model, model.version, int((table["decision"] == FLAG).sum()))
+    logger.info("scored %d sessions with %s version %s: %d flagged or blocked", len(table), cfg.mlflow.registered_model, model.version, int((table["decision"] != ALLOW).sum()))
     return table

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
 from src.config import ENV_VARIABLE, PARAMS_FILE, compose_config, load_params
 
@@ -53,7 +53,7 @@ def serve(
     cfg = load_service_config(params_file, overrides or [])
     try:
         app = create_app(cfg)
-    except (ServeConfigError, ConfigKeyError, MissingMandatoryValue) as err:
+    except (ServeConfigError, ConfigKeyError, ConfigAttributeError, MissingMandatoryValue) as err:
         logger.error("invalid service configuration: %s. Run `botclick params` if params.yaml is older than conf/.", err)
         raise typer.Exit(code=2) from err
 

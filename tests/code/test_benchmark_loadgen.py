@@ -7,30 +7,19 @@ tests check counts and error kinds, never timings.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from tests.helpers import import_script
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 LOOPBACK = "127.0.0.1"
 TIMEOUT_S = 5.0
 
 
-def load_loadgen() -> ModuleType:
-    """Import benchmarks/loadgen.py, which is a script module and not in a package."""
-    spec = importlib.util.spec_from_file_location("loadgen", BENCHMARKS / "loadgen.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-loadgen = load_loadgen()
+loadgen = import_script(BENCHMARKS / "loadgen.py", "loadgen")
 
 
 @dataclass

@@ -5,16 +5,16 @@ The smoke runs check the outputs and their consistency, never the timings.
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import json
 import sys
 from datetime import date, timedelta
 from pathlib import Path
-from types import ModuleType
 
 import pandas as pd
 import pytest
+
+from tests.helpers import import_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REAL_LOGS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "access_logs"
@@ -22,17 +22,7 @@ REPLAY_NETWORK = ipaddress.ip_network("198.18.0.0/15")
 SMOKE_LINES = 3000
 
 
-def load_benchmark() -> ModuleType:
-    """Import benchmarks/pipeline.py, which is a script and not in a package."""
-    spec = importlib.util.spec_from_file_location("benchmark_pipeline", REPO_ROOT / "benchmarks" / "pipeline.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_benchmark()
+bench = import_script(REPO_ROOT / "benchmarks" / "pipeline.py", "benchmark_pipeline")
 
 SOURCE_LINES = [
     b'192.0.2.10 - - [30/Dec/2019:23:59:58 +0100] "GET / HTTP/1.1" 200 512 "-" "Mozilla/5.0 (X11)"\n',

@@ -19,7 +19,7 @@ import pytest
 from src.data.log_parser import parse_line
 from src.features.featurize import featurize_events
 from src.features.session_features import FeatureSettings
-from src.serve.batch_score import FLAG, events_from_logs, score_logs
+from src.serve.batch_score import events_from_logs, score_logs
 from src.serve.champion import load_champion
 from src.train.model_io import feature_matrix, predict_proba
 from tests.service.conftest import TrainedRegistry, start_service
@@ -123,12 +123,16 @@ def test_last_click_equals_botclick_score(batch, replay):
     np.testing.assert_allclose(joined["served"], joined["bot_probability"], rtol=0, atol=TOLERANCE)
 
 
-def test_flag_decisions_equal_botclick_score(batch, replay):
+def test_decisions_equal_botclick_score(batch, replay):
     served = pd.DataFrame({"session_id": [r["session_id"] for r in replay], "decision": [r["decision"] for r in replay]})
     last = served.groupby("session_id", sort=False).tail(1).set_index("session_id")["decision"]
-    batch_flagged = batch["sessions"].set_index("session_id")["decision"] == FLAG
-    served_flagged = last.reindex(batch_flagged.index) != "allow"
-    assert (served_flagged == batch_flagged).all()
+    batch_decisions = batch["sessions"].set_index("session_id")["decision"]
+    # The service caps declared benign automation at flag, which `botclick score` does not do.
+    last_result = {r["session_id"]: r for r in replay}
+    capped = [s for s, r in last_result.items() if r["reasons"] and r["reasons"][0]["feature"] == "benign_automation"]
+    expected = batch_decisions.where(~(batch_decisions.index.isin(capped) & (batch_decisions == "block")), "flag")
+    assert last.reindex(expected.index).tolist() == expected.tolist()
+    assert set(expected) >= {"allow", "flag"}
 
 
 def test_store_has_every_click(batch, replay, service):

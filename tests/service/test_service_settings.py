@@ -48,3 +48,23 @@ def test_store_url_env_overrides_config(monkeypatch, tmp_path):
 )
 def test_decision_thresholds(probability, expected):
     assert decide(probability, flag_threshold=0.3, block_threshold=0.9) == expected
+
+
+def test_serve_with_stale_params_names_fix(tmp_path, caplog):
+    """A params file from before a new serve key exits 2 and says to recompose it."""
+    from omegaconf import OmegaConf
+    from typer.testing import CliRunner
+
+    from src.cli import app
+    from src.config import write_params
+
+    cfg = compose_config()
+    OmegaConf.set_struct(cfg, False)
+    del cfg.serve["benign_automation"]
+    params = write_params(cfg, tmp_path / "params.yaml")
+
+    result = CliRunner().invoke(app, ["serve", "--params", str(params), "--port", "1"])
+
+    assert result.exit_code == 2
+    assert "benign_automation" in caplog.text
+    assert "Run `botclick params`" in caplog.text
