@@ -136,11 +136,11 @@ class Replay:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--duration", type=float, default=60.0, help="Seconds per measured phase.")
     parser.add_argument("--rate", type=float, default=500.0, help="Requests per second of the fixed-rate phase.")
-    parser.add_argument("--concurrency", type=int, default=8, help="Concurrent clients of the saturation phase.")
-    parser.add_argument("--max-in-flight", type=int, default=16, help="Most requests in flight in the fixed-rate phase.")
+    parser.add_argument("--concurrency", type=int, default=8, help="Connections sending back to back in the saturation phase.")
+    parser.add_argument("--max-in-flight", type=int, default=16, help="Keep-alive connections of the fixed-rate phase: the most requests in flight.")
     parser.add_argument("--max-requests", type=int, default=1_000_000, help="Maximum requests per phase.")
     parser.add_argument("--warmup-s", type=float, default=5.0, help="Seconds of warm-up per server, not measured.")
     parser.add_argument("--timeout-s", type=float, default=10.0, help="Timeout of one request in seconds.")
@@ -311,7 +311,7 @@ def measure(
     load.connections = args.max_in_flight
     loadgen.run(loadgen.fixed_rate(load, WARMUP_RATE, args.warmup_s, args.max_requests))
     results = []
-    for phase, target in (("fixed rate", f"{args.rate:g} req/s"), ("saturation", f"{args.concurrency} clients")):
+    for phase, target in (("fixed rate", f"{args.rate:g} req/s"), ("saturation", f"{args.concurrency} connections")):
         load.reset()
         before = server_side() if server_side else {}
         load_before, cpu_before = os.getloadavg()[0], server.cpu_seconds()

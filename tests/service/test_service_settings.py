@@ -51,7 +51,7 @@ def test_decision_thresholds(probability, expected):
 
 
 def test_serve_with_stale_params_names_fix(tmp_path, caplog):
-    """A params file from before a new serve key exits 2 and says to recompose it."""
+    """A params file from before a new serve key exits 2 and names the fix: recompose it."""
     from omegaconf import OmegaConf
     from typer.testing import CliRunner
 
