@@ -21,7 +21,7 @@ from src.features.explain import format_reasons, top_reasons
 from src.features.featurize import featurize_events
 from src.features.session_features import FeatureSettings
 from src.serve.champion import LoadedModel
-from src.serve.model_watcher import prepare_model
+from src.serve.model_watcher import decision_thresholds
 from src.serve.scorer import decide
 from src.serve.settings import ALLOW, ServeSettings
 from src.train.model_io import feature_matrix, predict_proba
@@ -52,7 +52,7 @@ def score_sessions(events: pd.DataFrame, model: LoadedModel, cfg: DictConfig) ->
     last = features.groupby("session_id", sort=False).tail(1)
     matrix = feature_matrix(last, model.meta.feature_names)
     probability = predict_proba(model.booster, matrix)
-    active = prepare_model(model, model.meta.feature_names, ServeSettings.from_config(cfg))
+    flag_threshold, block_threshold = decision_thresholds(model, ServeSettings.from_config(cfg))
     reasons = top_reasons(
         model.booster, matrix, model.meta.feature_names, dict(cfg.features.descriptions), int(cfg.serve.top_reasons),
         bool(cfg.serve.approximate_reasons),
@@ -65,7 +65,7 @@ def score_sessions(events: pd.DataFrame, model: LoadedModel, cfg: DictConfig) ->
         {
             "session_id": last["session_id"].to_numpy(),
             "bot_probability": probability,
-            "decision": [decide(float(p), active.flag_threshold, active.block_threshold) for p in probability],
+            "decision": [decide(float(p), flag_threshold, block_threshold) for p in probability],
             "top_features": [format_reasons(r) for r in reasons],
         }
     )

@@ -70,7 +70,12 @@ def prepare_model(loaded: LoadedModel, feature_names: Sequence[str], settings: S
         )
     loaded.booster.set_param({"nthread": settings.predict_threads})
     columns = np.array([feature_names.index(name) for name in loaded.meta.feature_names], dtype=np.intp)
+    flag, block = decision_thresholds(loaded, settings)
+    return ActiveModel(loaded, columns, flag, block, time.time())
 
+
+def decision_thresholds(loaded: LoadedModel, settings: ServeSettings) -> tuple[float, float]:
+    """Return the flag and block thresholds: serve.flag_threshold, else the model's own, and serve.block_threshold."""
     flag = settings.flag_threshold if settings.flag_threshold is not None else float(loaded.meta.threshold)
     block = settings.block_threshold
     if block < flag:
@@ -79,7 +84,7 @@ def prepare_model(loaded: LoadedModel, feature_names: Sequence[str], settings: S
             block, flag, loaded.version, flag,
         )
         block = flag
-    return ActiveModel(loaded, columns, flag, block, time.time())
+    return flag, block
 
 
 def warm_up(model: ActiveModel, settings: ServeSettings) -> None:
