@@ -24,6 +24,7 @@ import asyncio
 import hmac
 import time
 from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -140,34 +141,44 @@ def _add_score_routes(app: FastAPI, service: ScoringService, settings: ServeSett
         "properties": {"events": {"type": "array", "minItems": 1, "maxItems": settings.max_batch_events, "items": event_schema}},
     }  # fmt: skip
 
+    def one_event(body: bytes) -> list[ClickEvent]:
+        return [ClickEvent.model_validate_json(body, context=context)]
+
+    def event_batch(body: bytes) -> list[ClickEvent]:
+        return list(batch_schema.model_validate_json(body, context=context).events)
+
     @app.post(SCORE_ROUTE, openapi_extra=_json_body(event_schema))
     async def score(request: Request) -> Response:
         """Score one click event."""
-        try:
-            options = ScoreOptions.model_validate(request.query_params)
-            event = ClickEvent.model_validate_json(await request.body(), context=context)
-        except ValidationError as err:
-            return validation_error(err, _error_prefix(err))
-        too_new = future_error([event], settings.max_future_skew_s, ("body",))
-        if too_new is not None:
-            return too_new
-        [click] = await service.score([event], options.explain)
+        parsed = await read_score_request(request, one_event, ("body",), settings.max_future_skew_s)
+        if isinstance(parsed, Response):
+            return parsed
+        options, events = parsed
+        [click] = await service.score(events, options.explain)
         return JSONResponse(click_response(service, click, options.include_features))
 
     @app.post(BATCH_ROUTE, openapi_extra=_json_body(batch_json_schema))
     async def score_batch(request: Request) -> Response:
         """Score up to serve.max_batch_events click events, in the given order."""
-        try:
-            options = ScoreOptions.model_validate(request.query_params)
-            batch = batch_schema.model_validate_json(await request.body(), context=context)
-        except ValidationError as err:
-            return validation_error(err, _error_prefix(err))
-        events = list(batch.events)
-        too_new = future_error(events, settings.max_future_skew_s, ("body", "events"))
-        if too_new is not None:
-            return too_new
+        parsed = await read_score_request(request, event_batch, ("body", "events"), settings.max_future_skew_s)
+        if isinstance(parsed, Response):
+            return parsed
+        options, events = parsed
         clicks = await service.score(events, options.explain)
         return JSONResponse({"results": [click_response(service, c, options.include_features) for c in clicks]})
+
+
+async def read_score_request(
+    request: Request, parse: Callable[[bytes], list[ClickEvent]], loc: tuple[str, ...], max_skew_s: float | None
+) -> tuple[ScoreOptions, list[ClickEvent]] | JSONResponse:
+    """Validate the query and body of a score request; returns the 422 response when either is invalid."""
+    try:
+        options = ScoreOptions.model_validate(request.query_params)
+        events = parse(await request.body())
+    except ValidationError as err:
+        return validation_error(err, _error_prefix(err))
+    too_new = future_error(events, max_skew_s, loc)
+    return too_new if too_new is not None else (options, events)
 
 
 def _error_prefix(err: ValidationError) -> tuple[str]:
