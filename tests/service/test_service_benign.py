@@ -5,6 +5,8 @@ Thresholds of 0 make every scored click a block, so any flag comes from the beni
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 
@@ -19,7 +21,7 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.
 
 
 @pytest.fixture(scope="module")
-def service(trained_registry: TrainedRegistry, tmp_path_factory: pytest.TempPathFactory) -> ServiceProcess:
+def service(trained_registry: TrainedRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     running = start_service(trained_registry, tmp_path_factory.mktemp("benign_service"), overrides=BLOCK_EVERYTHING)
     yield running
     running.stop()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -37,19 +38,24 @@ def params(trained_registry: TrainedRegistry, table: str, tmp_path) -> Path:
 
 
 @pytest.fixture
-def stopped_service(trained_registry: TrainedRegistry, postgres_url: str, params: Path, table: str, tmp_path) -> ServiceProcess:
-    """Run the service on PostgreSQL, send CLICKS clicks, then stop it with SIGTERM."""
+def stopped_service(
+    trained_registry: TrainedRegistry, postgres_url: str, params: Path, table: str, tmp_path
+) -> Iterator[ServiceProcess]:
+    """Run the service on PostgreSQL, send CLICKS clicks, then stop it with SIGTERM; drop the table afterwards."""
     env = child_env(trained_registry.tracking_uri, {STORE_URL_ENV: postgres_url, "BOTCLICK_ADMIN_TOKEN": ADMIN_TOKEN})
     service = ServiceProcess(workdir=tmp_path, params=params, env=env).start()
-    for index in range(CLICKS):
-        response = httpx.post(f"{service.url}/v1/score", content=dumps(click_json(index)))
-        assert response.status_code == 200, response.text
-    service.assert_clean_exit(service.stop())
-    yield service
-    engine = create_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
-    engine.dispose()
+    try:
+        for index in range(CLICKS):
+            response = httpx.post(f"{service.url}/v1/score", content=dumps(click_json(index)))
+            assert response.status_code == 200, response.text
+        service.assert_clean_exit(service.stop())
+        yield service
+    finally:
+        service.stop()
+        engine = create_engine(postgres_url)
+        with engine.begin() as connection:
+            connection.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
+        engine.dispose()
 
 
 def stored(postgres_url: str, table: str) -> list[dict]:
